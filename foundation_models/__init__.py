@@ -1,0 +1,1 @@
+"""Foundation-model families: loading and inference, nothing about chat."""

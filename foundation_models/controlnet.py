@@ -1,0 +1,33 @@
+"""ControlNet for SD1.5: each card loads only its ControlNet; UNet, VAE and text encoder are the shared base."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .stable_diffusion import ProgressFn, _Pipeline, _quiet, load_scheduler
+
+
+class ControlNetText2Image(_Pipeline):
+    def generate(self, condition: Any, prompt: str, negative_prompt: str, steps: int, guidance_scale: float,
+                 seed: int, progress: ProgressFn | None = None) -> Any:  # fmt: skip
+        """An image following ``condition`` (the detector's map, RGB), at the condition's size."""
+        width, height = condition.size
+        return self._run(steps, seed, progress, prompt=prompt, negative_prompt=negative_prompt, image=condition,
+                         width=width, height=height, guidance_scale=guidance_scale)  # fmt: skip
+
+
+def load(ctx: Any) -> ControlNetText2Image:
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+
+    controlnet = ControlNetModel.from_pretrained(ctx.checkpoint("controlnet"), torch_dtype=ctx.dtype)
+    controlnet = controlnet.to(ctx.device).eval()
+    parts = {n: ctx.component("sd15_base", n) for n in ("unet", "vae", "text_encoder", "tokenizer")}
+    pipe = StableDiffusionControlNetPipeline(
+        **parts,
+        controlnet=controlnet,
+        scheduler=load_scheduler(ctx.group_checkpoint("sd15_base"), ctx.options.get("scheduler")),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    return ControlNetText2Image(_quiet(pipe), {"controlnet": controlnet})

@@ -1,0 +1,173 @@
+"""Stable Diffusion 1.5: the shared base (``sd15_base`` group), text-to-image and inpainting.
+
+The base's UNet, VAE, text encoder and tokenizer are loaded once per device and shared by every pipeline
+built on them (``Pipeline(**components)``); each pipeline gets its own scheduler, which holds state. A
+card with its own checkpoint (inpainting) reuses a base component only where the files are identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+ProgressFn = Callable[[int, int], None]
+
+
+# -- components -----------------------------------------------------------------------------------
+def load_component(ctx: Any, group: Any, component: str) -> Any:
+    """Entry point for the manager: one component of the ``sd15_base`` group on ``ctx.device``."""
+    return load_pipeline_component(ctx.group_checkpoint(group.name), component, ctx.dtype, ctx.device)
+
+
+def load_pipeline_component(path: Path, name: str, dtype: Any, device: str) -> Any:
+    """One component of a diffusers pipeline folder, by the class its ``model_index.json`` names."""
+    library, class_name = json.loads((path / "model_index.json").read_text())[name]
+    cls = getattr(importlib.import_module(library), class_name)
+    if not hasattr(cls, "to"):  # tokenizer, feature extractor, scheduler
+        return cls.from_pretrained(path, subfolder=name)
+    kwargs: dict[str, Any] = {"subfolder": name}
+    if library == "diffusers":
+        kwargs["torch_dtype"] = dtype
+        if dtype is not None and str(dtype).endswith("float16") and _has_variant(path / name, "fp16"):
+            kwargs["variant"] = "fp16"
+    else:
+        kwargs["dtype"] = dtype
+    return cls.from_pretrained(path, **kwargs).to(device).eval()
+
+
+def load_scheduler(path: Path, scheduler: str | None) -> Any:
+    """A fresh scheduler (schedulers hold per-call state, so pipelines never share one)."""
+    import diffusers
+
+    base = load_pipeline_component(path, "scheduler", None, "cpu")
+    return getattr(diffusers, scheduler).from_config(base.config) if scheduler else base
+
+
+def _has_variant(folder: Path, variant: str) -> bool:
+    return any(f".{variant}." in p.name for p in folder.glob("*") if p.suffix in WEIGHT_SUFFIXES)
+
+
+def files_identical(a: Path, b: Path) -> bool:
+    """Do two component folders hold the same weight (or vocabulary) files, byte for byte?"""
+    names_a = sorted(p.name for p in a.iterdir() if p.is_file() and not p.name.startswith("."))
+    names_b = sorted(p.name for p in b.iterdir() if p.is_file() and not p.name.startswith("."))
+    return names_a == names_b and all(file_digest(a / n) == file_digest(b / n) for n in names_a)
+
+
+_DIGESTS: dict[tuple[str, int, float], str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file; free for HF-cache files, whose blob is already named by its sha256."""
+    real = Path(os.path.realpath(path))
+    if real.parent.name == "blobs" and len(real.name) == 64:
+        return real.name
+    stat = real.stat()
+    key = (str(real), stat.st_size, stat.st_mtime)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with real.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
+
+
+def shared_or_own(ctx: Any, own_path: Path, name: str, own: dict[str, Any]) -> Any:
+    """The base's component when this checkpoint's copy is identical, else this checkpoint's own."""
+    base_path = ctx.group_checkpoint("sd15_base")
+    if files_identical(base_path / name, own_path / name):
+        return ctx.component("sd15_base", name)
+    log.info("%s/%s differs from the SD1.5 base; loading its own copy", own_path.name, name)
+    own[name] = load_pipeline_component(own_path, name, ctx.dtype, ctx.device)
+    return own[name]
+
+
+# -- running --------------------------------------------------------------------------------------
+def generator(seed: int) -> Any:
+    import torch
+
+    return torch.Generator("cpu").manual_seed(int(seed))
+
+
+def step_callback(progress: ProgressFn | None, total: int) -> Callable[..., dict] | None:
+    if progress is None:
+        return None
+
+    def on_step_end(pipe: Any, step: int, timestep: Any, callback_kwargs: dict) -> dict:
+        progress(step + 1, total)
+        return callback_kwargs
+
+    return on_step_end
+
+
+class _Pipeline:
+    """A diffusers pipeline plus the modules this card owns (moved by ``to``; shared ones are not)."""
+
+    def __init__(self, pipe: Any, own: dict[str, Any]):
+        self.pipe = pipe
+        self.own = own
+
+    def to(self, device: str) -> None:
+        for module in self.own.values():
+            module.to(device)
+
+    def _run(self, steps: int, seed: int, progress: ProgressFn | None, **kwargs: Any) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            return self.pipe(
+                num_inference_steps=steps,
+                generator=generator(seed),
+                callback_on_step_end=step_callback(progress, steps),
+                **kwargs,
+            ).images[0]
+
+
+class Text2Image(_Pipeline):
+    def generate(self, prompt: str, negative_prompt: str, width: int, height: int, steps: int,
+                 guidance_scale: float, seed: int, progress: ProgressFn | None = None) -> Any:  # fmt: skip
+        return self._run(steps, seed, progress, prompt=prompt, negative_prompt=negative_prompt, width=width,
+                         height=height, guidance_scale=guidance_scale)  # fmt: skip
+
+
+class Inpainting(_Pipeline):
+    def inpaint(self, image: Any, mask: Any, prompt: str, negative_prompt: str, steps: int,
+                guidance_scale: float, seed: int, progress: ProgressFn | None = None) -> Any:  # fmt: skip
+        width, height = image.size
+        return self._run(steps, seed, progress, prompt=prompt, negative_prompt=negative_prompt, image=image,
+                         mask_image=mask, width=width, height=height, guidance_scale=guidance_scale)  # fmt: skip
+
+
+def load(ctx: Any) -> _Pipeline:
+    """Text2Image (the base alone) or Inpainting (its own 9-channel UNet on the base's components)."""
+    from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
+
+    base = ctx.group_checkpoint("sd15_base")
+    scheduler_name = ctx.options.get("scheduler")
+    common = dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    if "inpainting" not in ctx.card.checkpoints:
+        parts = {n: ctx.component("sd15_base", n) for n in ("unet", "vae", "text_encoder", "tokenizer")}
+        pipe = StableDiffusionPipeline(**parts, scheduler=load_scheduler(base, scheduler_name), **common)
+        return Text2Image(_quiet(pipe), {})
+    path = ctx.checkpoint("inpainting")
+    own = {"unet": load_pipeline_component(path, "unet", ctx.dtype, ctx.device)}
+    parts = {n: shared_or_own(ctx, path, n, own) for n in ("vae", "text_encoder", "tokenizer")}
+    pipe = StableDiffusionInpaintPipeline(
+        unet=own["unet"], **parts, scheduler=load_scheduler(path, scheduler_name), **common
+    )
+    return Inpainting(_quiet(pipe), {k: v for k, v in own.items() if hasattr(v, "to")})
+
+
+def _quiet(pipe: Any) -> Any:
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

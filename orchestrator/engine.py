@@ -1,0 +1,78 @@
+"""The Orchestrator: owns the cards, the plan, the model manager and the tools. Sessions share it."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .cards import CardSet, ModelCard, load_cards
+from .devices import Device, devices_for
+from .images import ImageLimits
+from .manager import ModelManager
+from .placement import Plan, make_plan
+from .session import Session
+from .spec import LoadItem, parse_budgets, parse_load_spec
+from .toolbox import all_tools
+from .tools import Tool
+from .weights import WeightResolver, WeightsMode, cache_root
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LOAD = "ImageCaptioning_auto,Text2Image_auto"
+
+
+class Orchestrator:
+    """Plans placement at construction (nothing loads); models load on first use by any session."""
+
+    def __init__(
+        self,
+        load: str | Sequence[LoadItem] = DEFAULT_LOAD,
+        *,
+        weights: WeightsMode = "hub",
+        model_dir: str | Path | None = None,
+        max_vram: str | list[str] | Mapping[str, int] | None = None,
+        devices: Sequence[Device] | None = None,
+        cards: CardSet | None = None,
+        session_root: str | Path | None = None,
+        image_limits: ImageLimits | None = None,
+        families: Mapping[str, Any] | None = None,
+    ):
+        self.cards = cards or load_cards()
+        self.items = parse_load_spec(load, self.cards) if isinstance(load, str) else list(load)
+        budgets = dict(max_vram) if isinstance(max_vram, Mapping) else parse_budgets(max_vram)
+        if devices is None:
+            devices = devices_for([i.device for i in self.items] + list(budgets))
+        self.devices = list(devices)
+        self.plan: Plan = make_plan(self.cards, self.items, self.devices, budgets)
+        self.weights = weights
+        self.resolver = WeightResolver(weights, model_dir)
+        self.manager = ModelManager(self.cards, self.plan, self.resolver, families=families,
+                                    options=self._card_options)  # fmt: skip
+        if image_limits is None and weights == "tiny":
+            image_limits = ImageLimits(max_side=int(self.cards.tiny_overrides.get("resolution", 512)))
+        self.image_limits = image_limits or ImageLimits()
+        self.session_root = Path(session_root) if session_root else cache_root() / "sessions"
+        listed = {item.name for item in self.items}
+        self.tools: dict[str, Tool] = {t.name: t for t in all_tools(self.cards) if t.card in listed}
+
+    def card_options(self, card: str) -> Mapping[str, Any]:
+        return self._card_options(self.cards[card])
+
+    def _card_options(self, card: ModelCard) -> Mapping[str, Any]:
+        options = dict(card.options)
+        if self.weights == "tiny":
+            options.update(self.cards.tiny_overrides)
+        return options
+
+    def new_session(self, folder: str | Path | None = None) -> Session:
+        session_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+        path = Path(folder) if folder else self.session_root / session_id
+        path.mkdir(parents=True, exist_ok=True)
+        return Session(self, path, session_id)
+
+    def tool_list(self) -> list[dict[str, Any]]:
+        return [tool.describe() for tool in self.tools.values()]

@@ -1,0 +1,60 @@
+"""What a turn yields, step by step: every front end (UI, CLI, API) renders these and nothing else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .session import ToolCall
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should know once (e.g. "no LLM configured: using the rules brain")."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolStarted:
+    call_id: str
+    tool: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolProgress:
+    call_id: str
+    tool: str
+    message: str  # "loading Text2Image on cuda:0", "step 3/20", ...
+    step: int | None = None
+    total: int | None = None
+
+
+@dataclass(frozen=True)
+class ToolFinished:
+    call_id: str
+    call: ToolCall
+
+
+@dataclass(frozen=True)
+class ReplyDelta:
+    """A piece of the final answer, streamed."""
+
+    text: str
+
+
+@dataclass
+class TurnResult:
+    user: str
+    reply: str = ""
+    images: list[str] = field(default_factory=list)  # image names made or uploaded in this turn
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TurnFinished:
+    result: TurnResult
+
+
+Event = Notice | ToolStarted | ToolProgress | ToolFinished | ReplyDelta | TurnFinished

@@ -1,0 +1,309 @@
+"""The model manager: loads each model on first use, once, shares component groups, keeps to budgets.
+
+Each device has one re-entrant lock held while a model on it loads or runs, so a model loads exactly
+once even when many sessions ask at the same moment, and a pipeline never runs twice at once. When a
+budget would be exceeded, the least recently used models on that device are offloaded to CPU memory (or
+dropped, on the CPU itself); a model offloaded comes back with ``.to(device)`` on its next use.
+
+A family module (``foundation_models/<family>.py``) provides ``load(ctx) -> model`` and, for families
+that own component groups, ``load_component(ctx, group, component) -> module``. A model that owns
+weights besides shared components has ``to(device)`` that moves those (and only those).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .cards import CardSet, ComponentGroup, ModelCard
+from .placement import Plan
+from .weights import WeightResolver
+
+log = logging.getLogger(__name__)
+
+NOT_LOADED, LOADING, RESIDENT, OFFLOADED = "not loaded", "loading", "resident", "offloaded"
+
+
+@dataclass
+class _Entry:
+    """One unit of memory on a device: a card's own weights, or one shared component."""
+
+    key: str  # card name, or "group/component"
+    device: str
+    mb: int
+    state: str = NOT_LOADED
+    obj: Any = None
+    last_used: float = 0.0
+    in_use: int = 0
+    loads: int = 0
+    shared: tuple[str, ...] = ()  # for cards: keys of the shared components they use
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    card: str
+    device: str
+    state: str
+    vram_mb: int  # own + shared components (shared ones count for each card that uses them)
+    budget_mb: int | None
+    loads: int
+
+
+@dataclass
+class LoadContext:
+    """What a family's ``load`` may use: its card, device, dtype, checkpoints and shared components."""
+
+    card: ModelCard | None
+    device: str
+    dtype_name: str
+    manager: ModelManager
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def dtype(self) -> Any:
+        import torch
+
+        return getattr(torch, self.dtype_name)
+
+    def checkpoint(self, role: str, files: list[str] | None = None) -> Path:
+        assert self.card is not None
+        return self.manager.resolver.resolve(self.card.checkpoints[role], files)
+
+    def group_checkpoint(self, group: str, files: list[str] | None = None) -> Path:
+        return self.manager.resolver.resolve(self.manager.cards.groups[group].checkpoint, files)
+
+    def component(self, group: str, name: str) -> Any:
+        """A shared component on this device, loaded once for every card that uses it."""
+        return self.manager._component(group, name, self.device)
+
+
+class ModelManager:
+    def __init__(
+        self,
+        cards: CardSet,
+        plan: Plan,
+        resolver: WeightResolver,
+        *,
+        families: Mapping[str, ModuleType | Any] | None = None,
+        options: Callable[[ModelCard], Mapping[str, Any]] | None = None,
+    ):
+        self.cards = cards
+        self.plan = plan
+        self.resolver = resolver
+        self._families = dict(families or {})
+        self._options = options or (lambda card: card.options)
+        self._guard = threading.Lock()
+        self._device_locks = {device: threading.RLock() for device in plan.devices}
+        self._entries: dict[str, _Entry] = {}
+        for name, placement in plan.placements.items():
+            card = cards[name]
+            shared = tuple(f"{g}/{c}" for g, comps in card.shares.items() for c in comps)
+            self._entries[name] = _Entry(name, placement.device, card.vram_mb, shared=shared)
+            for (group, comp), mb in cards.shared_mb(card).items():
+                key = self._component_key(group, comp, placement.device)
+                self._entries.setdefault(key, _Entry(key, placement.device, mb))
+
+    # -- public -----------------------------------------------------------------------------------
+    @contextmanager
+    def use(self, name: str, report: Callable[[str], None] | None = None) -> Iterator[Any]:
+        """``with manager.use("Text2Image") as model:`` — loaded (or swapped in) and locked for this use."""
+        if name not in self._entries:
+            raise KeyError(f"{name} is not loaded by this orchestrator (its --load spec)")
+        entry = self._entries[name]
+        with self._device_locks[entry.device]:
+            model = self._ensure_resident(entry, report)
+            entry.in_use += 1
+            try:
+                yield model
+            finally:
+                entry.in_use -= 1
+                entry.last_used = time.monotonic()
+
+    def status(self) -> list[ModelStatus]:
+        out = []
+        for name in self.plan.placements:
+            entry = self._entries[name]
+            mb = entry.mb + sum(self._entries[self._key_on(k, entry.device)].mb for k in entry.shared)
+            out.append(
+                ModelStatus(
+                    name, entry.device, entry.state, mb, self.plan.budget_of(entry.device), entry.loads
+                )
+            )
+        return out
+
+    def resident_mb(self, device: str) -> int:
+        return sum(e.mb for e in self._entries.values() if e.device == device and e.state == RESIDENT)
+
+    def free_memory(self, devices: list[str], keep: list[str] = ()) -> None:
+        """Offload every model on these devices but ``keep`` and return cached blocks (after an OOM)."""
+        for device in devices:
+            with self._device_locks[device]:
+                for entry in self._lru(device):
+                    if entry.key not in keep:
+                        self._evict(entry)
+        _empty_cache()
+
+    def devices_of(self, name: str) -> list[str]:
+        """Devices a card touches when it runs (its own and its dependencies')."""
+        return sorted({self.plan.device_of(n) for n in self.cards.with_dependencies([name])})
+
+    # -- loading ----------------------------------------------------------------------------------
+    def _ensure_resident(self, entry: _Entry, report: Callable[[str], None] | None) -> Any:
+        if entry.state == RESIDENT:
+            for key in entry.shared:
+                self._ensure_component(self._entries[self._key_on(key, entry.device)])
+            return entry.obj
+        self._make_room(entry)
+        card = self.cards[entry.key]
+        if entry.state == OFFLOADED:
+            if report:
+                report(f"moving {entry.key} back to {entry.device}")
+            for key in entry.shared:
+                self._ensure_component(self._entries[self._key_on(key, entry.device)])
+            _move(entry.obj, entry.device)
+        else:
+            if report:
+                report(f"loading {entry.key} on {entry.device}")
+            entry.state = LOADING
+            started = time.perf_counter()
+            try:
+                entry.obj = self._family(card.family).load(self._context(card, entry.device))
+            except BaseException:
+                entry.state = NOT_LOADED
+                raise
+            entry.loads += 1
+            log.info("loaded %s on %s in %.1f s", entry.key, entry.device, time.perf_counter() - started)
+        entry.state = RESIDENT
+        entry.last_used = time.monotonic()
+        return entry.obj
+
+    def _component(self, group: str, name: str, device: str) -> Any:
+        key = self._component_key(group, name, device)
+        if key not in self._entries:  # a family asking for a component its card did not declare
+            raise KeyError(f"component {group}/{name} is not declared in the card's 'shares'")
+        entry = self._entries[key]
+        return self._ensure_component(entry)
+
+    def _ensure_component(self, entry: _Entry) -> Any:
+        if entry.state == OFFLOADED:
+            _move(entry.obj, entry.device)
+        elif entry.state == NOT_LOADED:
+            group_name, comp = entry.key.split("@")[0].split("/")
+            group = self.cards.groups[group_name]
+            entry.state = LOADING
+            try:
+                entry.obj = self._family(group.family).load_component(
+                    self._context(None, entry.device, group), group, comp
+                )
+            except BaseException:
+                entry.state = NOT_LOADED
+                raise
+            entry.loads += 1
+        entry.state = RESIDENT
+        entry.last_used = time.monotonic()
+        return entry.obj
+
+    def _context(
+        self, card: ModelCard | None, device: str, group: ComponentGroup | None = None
+    ) -> LoadContext:
+        dtype = "float32" if device == "cpu" else (card.dtype if card else group.dtype)
+        options = self._options(card) if card else {}
+        return LoadContext(card, device, dtype, self, options)
+
+    def _family(self, family: str) -> Any:
+        if family not in self._families:
+            self._families[family] = importlib.import_module(f"foundation_models.{family}")
+        return self._families[family]
+
+    # -- budgets --------------------------------------------------------------------------------
+    def _make_room(self, entry: _Entry) -> None:
+        capacity = self.plan.budget_of(entry.device)
+        if capacity is None:
+            return
+        needed = entry.mb + sum(
+            e.mb
+            for e in (self._entries[self._key_on(k, entry.device)] for k in entry.shared)
+            if e.state != RESIDENT
+        )
+        for victim in self._lru(entry.device, keep=entry):
+            if self.resident_mb(entry.device) + needed <= capacity:
+                return
+            self._evict(victim)
+            needed = entry.mb + sum(
+                e.mb
+                for e in (self._entries[self._key_on(k, entry.device)] for k in entry.shared)
+                if e.state != RESIDENT
+            )
+        if self.resident_mb(entry.device) + needed > capacity:
+            log.warning("%s needs %d MB on %s; over its %d MB budget even after evicting", entry.key, needed,
+                        entry.device, capacity)  # fmt: skip
+
+    def _lru(self, device: str, keep: _Entry | None = None) -> list[_Entry]:
+        """Resident cards on this device that may be evicted, least recently used first."""
+        cards = [
+            e for name, e in self._entries.items()
+            if name in self.plan.placements and e.device == device and e.state == RESIDENT
+            and e.in_use == 0 and e is not keep
+        ]  # fmt: skip
+        return sorted(cards, key=lambda e: e.last_used)
+
+    def _evict(self, entry: _Entry) -> None:
+        offload = entry.device != "cpu"
+        log.info("%s %s from %s", "offloading" if offload else "unloading", entry.key, entry.device)
+        if offload:
+            _move(entry.obj, "cpu")
+            entry.state = OFFLOADED
+        else:
+            entry.obj, entry.state = None, NOT_LOADED
+        still_used = {
+            self._key_on(k, e.device)
+            for e in self._entries.values()
+            if e.state == RESIDENT and e.device == entry.device
+            for k in e.shared
+        }
+        for key in entry.shared:
+            comp = self._entries[self._key_on(key, entry.device)]
+            if comp.key in still_used or comp.state != RESIDENT:
+                continue
+            if offload:
+                _move(comp.obj, "cpu")
+                comp.state = OFFLOADED
+            else:
+                comp.obj, comp.state = None, NOT_LOADED
+        _empty_cache()
+
+    @staticmethod
+    def _component_key(group: str, comp: str, device: str) -> str:
+        return f"{group}/{comp}@{device}"
+
+    @staticmethod
+    def _key_on(shared_key: str, device: str) -> str:
+        return f"{shared_key}@{device}"
+
+
+def _move(obj: Any, device: str) -> None:
+    mover = getattr(obj, "to", None)
+    if callable(mover):
+        mover(device)
+
+
+def _empty_cache() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()

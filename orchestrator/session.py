@@ -1,0 +1,118 @@
+"""A session: one browser tab, API caller or CLI run. It owns its images, history and tool-call trace."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import OrchestratorError, ToolError
+from .images import ImageStore
+from .manager import is_out_of_memory
+from .tools import Progress, ToolContext
+
+if TYPE_CHECKING:
+    from .engine import Orchestrator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ToolCall:
+    """One tool call as every front end shows it."""
+
+    tool: str
+    args: dict[str, Any]
+    output: str = ""  # the observation the brain reads
+    images: list[str] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tool": self.tool, "args": self.args, "output": self.output, "images": self.images,
+                "error": self.error, "seconds": round(self.seconds, 3)}  # fmt: skip
+
+
+class Session:
+    def __init__(self, orchestrator: Orchestrator, folder: Path, session_id: str):
+        self.orchestrator = orchestrator
+        self.id = session_id
+        self.folder = folder
+        self.images = ImageStore(folder, orchestrator.image_limits)
+        self.trace: list[ToolCall] = []
+        self.history: list[dict[str, Any]] = []  # chat messages, kept by the brain
+        self.language = "en"
+        self.last_active = time.time()
+
+    def upload(self, data: Any, filename: str | None = None) -> str:
+        """Store an uploaded image (bytes, path or PIL image); returns its name. Raises ImageError."""
+        self.last_active = time.time()
+        return self.images.add_upload(data, filename)
+
+    def call_tool(
+        self, name: str, args: Any = None, report: Callable[[Progress], None] | None = None
+    ) -> ToolCall:
+        """Run one tool. Every failure a person or a model can act on ends up in ``ToolCall.error``."""
+        self.last_active = time.time()
+        record = ToolCall(name, dict(args) if isinstance(args, dict) else {"_raw": args})
+        started = time.perf_counter()
+        try:
+            record.output = self._run(name, args, record, report or (lambda p: None))
+        except OrchestratorError as exc:
+            record.error = str(exc)
+        except Exception as exc:  # a bug in a tool or a library: logged in full, the session goes on
+            log.exception("tool %s failed", name)
+            record.error = (
+                f"{name} failed unexpectedly ({type(exc).__name__}: {str(exc)[:200]}); see the log."
+            )
+        finally:
+            record.seconds = time.perf_counter() - started
+            if record.error:
+                record.output = f"Error: {record.error}"
+            self.trace.append(record)
+        return record
+
+    def _run(self, name: str, args: Any, record: ToolCall, report: Callable[[Progress], None]) -> str:
+        tools = self.orchestrator.tools
+        if name not in tools:
+            raise ToolError(
+                f"There is no tool named '{name}'; available tools: {', '.join(tools) or 'none'}."
+            )
+        tool = tools[name]
+        kwargs = tool.validate(args, self.images)
+        record.args = kwargs
+        manager = self.orchestrator.manager
+        for attempt in (1, 2):
+            ctx = ToolContext(name, tool.card, self.images, _Models(manager, report, name),
+                              self.orchestrator.card_options(tool.card), report, args=kwargs)  # fmt: skip
+            try:
+                output = tool.fn(ctx, **kwargs)
+                record.images = list(ctx.outputs)
+                return output
+            except Exception as exc:
+                record.images = list(ctx.outputs)  # images made before a failure are kept
+                if not is_out_of_memory(exc):
+                    raise
+                devices = manager.devices_of(tool.card)
+                if attempt == 1:
+                    log.warning("out of memory in %s on %s; evicting and retrying once", name, devices)
+                    manager.free_memory(devices, keep=self.orchestrator.cards.with_dependencies([tool.card]))
+                    continue
+                raise ToolError(
+                    f"{name} ran out of memory on {', '.join(devices)} even after unloading other models; "
+                    f"try a smaller image, or give {tool.card} its own device or a larger --max-vram."
+                ) from exc
+        raise AssertionError("unreachable")
+
+
+class _Models:
+    """The manager as a tool sees it: ``use(card)`` with 'loading X on D' reported as progress."""
+
+    def __init__(self, manager: Any, report: Callable[[Progress], None], tool: str):
+        self._manager, self._report, self._tool = manager, report, tool
+
+    def use(self, card: str) -> Any:
+        return self._manager.use(card, lambda message: self._report(Progress(self._tool, message)))

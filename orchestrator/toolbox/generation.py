@@ -1,0 +1,69 @@
+"""Stable Diffusion tools: text-to-image and inpainting."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from ..tools import ImageName, ToolContext, tool
+
+Prompt = Annotated[str, "What the picture should show, in English"]
+Seed = Annotated[int | None, "Random seed; the same seed and prompt give the same picture"]
+
+
+def snap64(value: int | None, default: int) -> int:
+    """A side length for SD: a multiple of 64 between 64 and 1024."""
+    return min(1024, max(64, int(round((value or default) / 64)) * 64))
+
+
+def sd_prompts(ctx: ToolContext, prompt: str) -> tuple[str, str]:
+    return prompt + ctx.options.get("prompt_suffix", ""), ctx.options.get("negative_prompt", "")
+
+
+def step_reporter(ctx: ToolContext):
+    return lambda step, total: ctx.progress(f"step {step}/{total}", step, total)
+
+
+@tool(card="Text2Image")
+def text2image(
+    ctx: ToolContext,
+    prompt: Prompt,
+    width: Annotated[int | None, "Width in pixels (multiple of 64)"] = None,
+    height: Annotated[int | None, "Height in pixels (multiple of 64)"] = None,
+    seed: Seed = None,
+) -> str:
+    """Generate a new image from a text description. Use it when the user asks to draw, create or
+    imagine a picture. The prompt must be in English and describe the picture."""
+    side = int(ctx.options.get("resolution", 512))
+    width, height = snap64(width, side), snap64(height, side)
+    seed = ctx.new_seed(seed)
+    positive, negative = sd_prompts(ctx, prompt)
+    with ctx.model() as sd:
+        image = sd.generate(positive, negative, width, height, int(ctx.options.get("num_inference_steps", 20)),
+                            float(ctx.options.get("guidance_scale", 7.5)), seed, step_reporter(ctx))  # fmt: skip
+    name = ctx.save(image, seed=seed)
+    return f"Generated {name} ({width}×{height}, seed {seed}) from the prompt: {prompt}"
+
+
+@tool(card="Inpainting")
+def inpainting(
+    ctx: ToolContext,
+    image: Annotated[ImageName, "The image to repaint"],
+    mask: Annotated[ImageName, "A mask image of the same picture: white where to repaint, black to keep"],
+    prompt: Annotated[str, "What to paint in the masked area, in English"],
+    seed: Seed = None,
+) -> str:
+    """Repaint the white area of a mask image in an image, following a text prompt. Use it when a
+    mask already exists (for example from segment_object); to remove or replace a named object, prefer
+    remove_object or replace_object."""
+    picture = ctx.open(image)
+    mask_image = ctx.open(mask).convert("L").resize(picture.size)
+    seed = ctx.new_seed(seed)
+    positive, negative = sd_prompts(ctx, prompt)
+    with ctx.model() as sd:
+        result = sd.inpaint(picture, mask_image, positive, negative, int(ctx.options.get("num_inference_steps", 50)),
+                            float(ctx.options.get("guidance_scale", 7.5)), seed, step_reporter(ctx))  # fmt: skip
+    name = ctx.save(result.resize(picture.size), parents=[image, mask], seed=seed)
+    return f"Inpainted {image} where {mask} is white, following '{prompt}': {name}"
+
+
+TOOLS = [text2image, inpainting]

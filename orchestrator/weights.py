@@ -1,0 +1,111 @@
+"""Where checkpoints come from: ``hub`` (HF cache, hub, or ``--model-dir DIR/org/name``) or ``tiny``.
+
+Both modes return a local folder with the real on-disk layout; the families load it with the same
+``from_pretrained`` code either way. Nothing here runs at start-up: a checkpoint is resolved on the
+first use of a model that needs it, so a missing one is reported then, with the command that fetches it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Literal
+
+from .errors import MissingWeightsError
+
+log = logging.getLogger(__name__)
+
+WeightsMode = Literal["hub", "tiny"]
+TINY_LAYOUT_VERSION = "1"  # bump when a tiny builder changes, so cached tiny checkpoints are rebuilt
+HUB_PATTERNS = ["*.json", "*.txt", "*.jinja", "*.model", "*.safetensors"]
+
+
+def cache_root() -> Path:
+    env = os.environ.get("VISUAL_ORCHESTRATOR_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "visual-orchestrator"
+
+
+class WeightResolver:
+    """Resolves a hub repo id to a local folder, once per repo (thread-safe)."""
+
+    def __init__(
+        self, mode: WeightsMode = "hub", model_dir: str | Path | None = None, cache_dir: Path | None = None
+    ):
+        if mode not in ("hub", "tiny"):
+            raise ValueError(f"weights mode must be 'hub' or 'tiny', got {mode!r}")
+        self.mode = mode
+        self.model_dir = Path(model_dir).expanduser() if model_dir else None
+        self.cache_dir = cache_dir or cache_root()
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._resolved: dict[str, Path] = {}
+
+    def resolve(self, repo_id: str, files: list[str] | None = None) -> Path:
+        """A local folder holding ``repo_id``; ``files`` limits a hub download to what the loader reads."""
+        with self._guard:
+            lock = self._locks.setdefault(repo_id, threading.Lock())
+        with lock:
+            if repo_id not in self._resolved:
+                self._resolved[repo_id] = (
+                    self._tiny(repo_id) if self.mode == "tiny" else self._hub(repo_id, files)
+                )
+            return self._resolved[repo_id]
+
+    # -- hub ------------------------------------------------------------------------------------
+    def _hub(self, repo_id: str, files: list[str] | None) -> Path:
+        if self.model_dir is not None:
+            local = self.model_dir / repo_id
+            if local.is_dir():
+                return local
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        patterns = files or HUB_PATTERNS
+        try:
+            return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+        except LocalEntryNotFoundError:
+            pass
+        try:
+            log.info("downloading %s from the Hugging Face hub", repo_id)
+            return Path(snapshot_download(repo_id, allow_patterns=patterns))
+        except Exception as exc:  # offline, unreachable, gated, not found: the same advice applies
+            raise MissingWeightsError(self._missing_message(repo_id, exc)) from exc
+
+    def _missing_message(self, repo_id: str, exc: Exception) -> str:
+        where = "the Hugging Face cache"
+        if self.model_dir is not None:
+            where += f" or {self.model_dir / repo_id}"
+        return (
+            f"Checkpoint {repo_id} is not in {where} and could not be downloaded ({type(exc).__name__}). "
+            f"Fetch it with `hf download {repo_id}` on a machine with internet access "
+            f"(or copy it to DIR/{repo_id} and pass --model-dir DIR), or run with --weights tiny to try the app."
+        )
+
+    # -- tiny -----------------------------------------------------------------------------------
+    def _tiny(self, repo_id: str) -> Path:
+        target = self.cache_dir / "tiny" / repo_id
+        stamp = target / ".tiny-layout"
+        if stamp.is_file() and stamp.read_text() == TINY_LAYOUT_VERSION:
+            return target
+        from foundation_models.tiny import build_tiny_checkpoint
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            log.info("building tiny checkpoint %s", repo_id)
+            build_tiny_checkpoint(repo_id, tmp)
+            (tmp / ".tiny-layout").write_text(TINY_LAYOUT_VERSION)
+            if target.exists():
+                shutil.rmtree(target, ignore_errors=True)
+            try:
+                tmp.rename(target)
+            except OSError:  # another process finished first: its copy is the same bytes
+                if not (target / ".tiny-layout").is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target

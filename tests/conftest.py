@@ -1,0 +1,15 @@
+"""Shared test setup: offline, one tiny-weights cache per test run."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Set before anything imports huggingface_hub / gradio: every failed hub call would retry for ~20 s.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One cache folder for the whole run, so tiny checkpoints are built once and shared by every test.
+os.environ.setdefault("VISUAL_ORCHESTRATOR_CACHE", tempfile.mkdtemp(prefix="vo-test-cache-"))

@@ -1,0 +1,203 @@
+"""The model manager with fake families: lazy, once, shared, LRU under a budget, OOM -> retry -> clear error."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+from typing import Annotated
+
+import torch
+
+from orchestrator.cards import parse_cards
+from orchestrator.devices import CPU, cuda_device
+from orchestrator.engine import Orchestrator
+from orchestrator.tools import ToolContext, tool
+
+CARDS = {
+    "groups": {"base": {"family": "fake", "checkpoint": "org/base", "dtype": "float16",
+                        "components": {"big": 1000, "small": 100}}},
+    "cards": {
+        "A": {"family": "fake", "dtype": "float16", "vram_mb": 1000, "tools": [], "shares": ["base"]},
+        "B": {"family": "fake", "dtype": "float16", "vram_mb": 1000, "tools": [], "shares": {"base": ["small"]}},
+        "C": {"family": "fake", "dtype": "float16", "vram_mb": 500, "tools": []},
+        "Combo": {"family": "fake", "dtype": "float32", "vram_mb": 0, "tools": [], "depends_on": ["C"]},
+    },
+}  # fmt: skip
+
+
+class FakeModel:
+    def __init__(self, name: str, device: str, parts: dict):
+        self.name, self.device, self.parts = name, device, parts
+
+    def to(self, device: str) -> None:
+        self.device = device
+
+
+class FakeFamily:
+    """Counts loads; optionally slow, or raising an injected error from run()."""
+
+    def __init__(self, delay: float = 0.0):
+        self.delay = delay
+        self.loads: list[str] = []
+        self.components: list[str] = []
+        self.fail_next = 0
+        self._lock = threading.Lock()
+
+    def load(self, ctx):
+        time.sleep(self.delay)
+        with self._lock:
+            self.loads.append(ctx.card.name)
+        parts = {f"{g}/{c}": ctx.component(g, c) for g, comps in ctx.card.shares.items() for c in comps}
+        return FakeModel(ctx.card.name, ctx.device, parts)
+
+    def load_component(self, ctx, group, component):
+        time.sleep(self.delay)
+        with self._lock:
+            self.components.append(f"{group.name}/{component}")
+        return FakeModel(component, ctx.device, {})
+
+
+def make(spec: str, devices=(CPU,), max_vram=None, delay=0.0, tmp_path=None):
+    family = FakeFamily(delay)
+    orch = Orchestrator(spec, cards=parse_cards(CARDS), devices=list(devices), max_vram=max_vram,
+                        families={"fake": family}, session_root=tmp_path)  # fmt: skip
+    return orch, family
+
+
+def states(orch) -> dict[str, str]:
+    return {s.card: s.state for s in orch.manager.status()}
+
+
+def test_nothing_loads_at_start_and_first_use_loads(tmp_path):
+    orch, family = make("A_cpu,C_cpu", tmp_path=tmp_path)
+    assert family.loads == [] and set(states(orch).values()) == {"not loaded"}
+    with orch.manager.use("A") as model:
+        assert model.name == "A"
+    assert family.loads == ["A"] and states(orch) == {"A": "resident", "C": "not loaded"}
+    with orch.manager.use("A"):
+        pass
+    assert family.loads == ["A"]
+
+
+def test_two_sessions_at_the_same_moment_load_once(tmp_path):
+    orch, family = make("A_cpu,B_cpu", delay=0.2, tmp_path=tmp_path)
+    barrier = threading.Barrier(8)
+    seen = []
+
+    def worker(card):
+        barrier.wait()
+        with orch.manager.use(card) as model:
+            seen.append(model)
+
+    threads = [threading.Thread(target=worker, args=("A" if i % 2 else "B",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(family.loads) == ["A", "B"]
+    assert sorted(family.components) == [
+        "base/big",
+        "base/small",
+    ]  # "small" once, although A and B both use it
+    a_models = {id(m) for m in seen if m.name == "A"}
+    assert len(a_models) == 1
+
+
+def test_shared_component_is_the_same_object(tmp_path):
+    orch, family = make("A_cpu,B_cpu", tmp_path=tmp_path)
+    with orch.manager.use("A") as a:
+        pass
+    with orch.manager.use("B") as b:
+        pass
+    assert a.parts["base/small"] is b.parts["base/small"]
+
+
+def test_composite_pulls_in_its_dependency(tmp_path):
+    orch, family = make("Combo_cpu", tmp_path=tmp_path)
+    assert set(states(orch)) == {"C", "Combo"}
+    with orch.manager.use("C"):
+        pass
+    assert family.loads == ["C"]
+
+
+def test_lru_offload_under_a_budget(tmp_path):
+    gpu = cuda_device(0, 80_000)
+    orch, family = make("A_cuda:0,C_cuda:0,B_cuda:0", devices=(CPU, gpu), max_vram="cuda:0=2600MiB",
+                        tmp_path=tmp_path)  # fmt: skip
+    with orch.manager.use("A") as a:  # A + base (1100) = 2100
+        pass
+    with orch.manager.use("C"):  # +500 = 2600: fits
+        pass
+    assert states(orch) == {"A": "resident", "C": "resident", "B": "not loaded"}
+    with orch.manager.use("B"):  # +1000: A is least recently used -> offloaded with base/big
+        pass
+    assert states(orch) == {"A": "offloaded", "C": "resident", "B": "resident"}
+    assert a.device == "cpu" and a.parts["base/big"].device == "cpu"
+    assert a.parts["base/small"].device == "cuda:0"  # still used by B
+    assert orch.manager.resident_mb("cuda:0") <= 2600
+    with orch.manager.use("A") as again:  # C is now the LRU
+        assert again is a and a.device == "cuda:0" and a.parts["base/big"].device == "cuda:0"
+    assert states(orch)["C"] == "offloaded"
+    assert family.loads == ["A", "C", "B"], "swapping moves weights; it never reloads from disk"
+
+
+def test_cpu_budget_unloads_instead_of_offloading(tmp_path):
+    orch, family = make("C_cpu,A_cpu", max_vram="cpu=2200MiB", tmp_path=tmp_path)
+    with orch.manager.use("C"):
+        pass
+    with orch.manager.use("A"):
+        pass
+    assert states(orch) == {"C": "not loaded", "A": "resident"}
+    with orch.manager.use("C"):
+        pass
+    assert family.loads == ["C", "A", "C"]
+
+
+# -- out of memory, through a session ------------------------------------------------------------
+@tool(card="C")
+def flaky(ctx: ToolContext, times: Annotated[int, "how many OOMs to raise"]) -> str:
+    """Raise CUDA out-of-memory `times` times over the tool's life, then succeed."""
+    with ctx.model() as model:
+        calls = model.parts.setdefault("calls", [])
+        calls.append(1)
+        if len(calls) <= times:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    return "ok"
+
+
+def session_with_flaky(tmp_path, family_calls=None):
+    orch, family = make("A_cpu,C_cpu", tmp_path=tmp_path)
+    orch.tools = {"flaky": flaky}
+    return orch, family, orch.new_session()
+
+
+def test_oom_evicts_others_and_retries_once(tmp_path):
+    orch, family, session = session_with_flaky(tmp_path)
+    with orch.manager.use("A"):
+        pass
+    call = session.call_tool("flaky", {"times": 1})
+    assert call.error is None and call.output == "ok"
+    assert states(orch)["A"] == "not loaded", "other models were unloaded to make room"
+
+
+def test_oom_twice_is_a_clear_error_and_the_session_goes_on(tmp_path):
+    orch, family, session = session_with_flaky(tmp_path)
+    call = session.call_tool("flaky", {"times": 2})
+    assert "flaky ran out of memory on cpu even after unloading other models" in call.error
+    assert call.output.startswith("Error: ")
+    assert session.call_tool("flaky", {"times": 2}).output == "ok"  # the third call works: nothing is broken
+    assert [c.error is None for c in session.trace] == [False, True]
+
+
+def test_a_failing_load_is_an_error_and_can_be_retried(tmp_path):
+    orch, family = make("C_cpu", tmp_path=tmp_path)
+    broken = SimpleNamespace(load=lambda ctx: (_ for _ in ()).throw(OSError("disk on fire")))
+    orch.manager._families["fake"] = broken
+    orch.tools = {"flaky": flaky}
+    session = orch.new_session()
+    call = session.call_tool("flaky", {"times": 0})
+    assert "flaky failed unexpectedly (OSError: disk on fire)" in call.error
+    assert states(orch)["C"] == "not loaded"
+    orch.manager._families["fake"] = family
+    assert session.call_tool("flaky", {"times": 0}).output == "ok"
