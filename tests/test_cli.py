@@ -1,0 +1,65 @@
+"""`python -m orchestrator plan|tools`: tables, JSON and exit codes, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from orchestrator.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_plan_prints_placement_and_vram_without_loading():
+    result = run_cli("plan", "ImageCaptioning_cpu,Text2Image_cpu,CannyText2Image_cpu")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["model", "device", "own"]
+    assert any(line.startswith("CannyText2Image") and "sd15_base" in line for line in lines)
+    device_row = next(line for line in lines if line.startswith("cpu "))
+    assert device_row.split()[1:3] == ["3", "3,349"]  # 494 + 722 + one SD1.5 base (2,133)
+    assert "torch" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("ImageCaptionin_cpu", "Did you mean ImageCaptioning?"),
+        ("ImageCaptioning_cuda:7", "asks for cuda:7"),
+        ("ImageCaptioning_tpu", "unknown device 'tpu'"),
+    ],
+)
+def test_plan_mistakes_exit_2_with_one_sentence(spec, message):
+    result = run_cli("plan", spec)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert result.stdout == ""
+
+
+def test_plan_json_and_budget(capsys):
+    assert main(["plan", "Text2Image_cpu,Inpainting_cpu", "--max-vram", "cpu=3GiB", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["placements"]["Inpainting"]["device"] == "cpu"
+    assert plan["devices"]["cpu"]["budget_mb"] == 3072
+    assert plan["devices"]["cpu"]["takes_turns"] is True
+
+
+def test_tools_json_lists_name_card_description_inputs(capsys):
+    assert main(["tools", "--load", "Text2Image_cuda:0,Inpainting_cpu", "--json"]) == 0
+    tools = json.loads(capsys.readouterr().out)
+    assert [t["name"] for t in tools] == ["text2image", "inpainting"]
+    assert set(tools[0]) == {"name", "card", "description", "inputs"}
+    assert tools[0]["inputs"]["required"] == ["prompt"]
+    assert tools[1]["inputs"]["properties"]["mask"]["type"] == "string"
+
+
+def test_bad_arguments_exit_2(capsys):
+    assert main(["plan"]) == 2
+    assert main(["tools", "--load", "Nope_cpu"]) == 2
+    assert main(["tools", "--weights", "huge"]) == 2
