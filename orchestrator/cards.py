@@ -145,7 +145,7 @@ def _parse_card(name: str, spec: Any, groups: Mapping[str, ComponentGroup]) -> M
         _repo_id(repo, f"{where}: field 'checkpoints.{role}'")
     tools = _str_list(spec.get("tools"), f"{where}: field 'tools'")
     for tool in tools:
-        if not TOOL_NAME.match(tool):
+        if not TOOL_NAME.fullmatch(tool):
             raise CardError(f"{where}: field 'tools' has '{tool}', which does not match ^[a-z0-9_]{{1,64}}$.")
     return ModelCard(
         name=name,
@@ -243,6 +243,6 @@ def _non_negative_int(value: Any, where: str) -> int:
 
 
 def _repo_id(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not REPO_ID.match(value):
+    if not isinstance(value, str) or not REPO_ID.fullmatch(value):
         raise CardError(f"{where} must be a Hugging Face repo id like 'org/name', got {value!r}.")
     return value

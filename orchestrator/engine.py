@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .brain import Brain, BrainConfig, brain_from
 from .cards import CardSet, ModelCard, load_cards
 from .devices import Device, devices_for
 from .images import ImageLimits
@@ -40,7 +41,16 @@ class Orchestrator:
         session_root: str | Path | None = None,
         image_limits: ImageLimits | None = None,
         families: Mapping[str, Any] | None = None,
+        brain: str | BrainConfig | Brain | None = None,
+        model: str | None = None,
+        quant: str | None = None,
+        trust_remote_code: bool = False,
+        brain_options: Mapping[str, Any] | None = None,
     ):
+        # "openai" | "rules" | "hf:<id-or-path>" | None (openai when OPENAI_API_KEY/OPENAI_BASE_URL is set);
+        # made on first chat. brain_options: other BrainConfig fields (max_steps, turn_seconds, ...).
+        self.brain = brain_from(brain, model=model, quant=quant, trust_remote_code=trust_remote_code,
+                                **dict(brain_options or {}))  # fmt: skip
         self.cards = cards or load_cards()
         self.items = parse_load_spec(load, self.cards) if isinstance(load, str) else list(load)
         budgets = dict(max_vram) if isinstance(max_vram, Mapping) else parse_budgets(max_vram)

@@ -32,3 +32,9 @@ class ImageError(OrchestratorError):
 
 class ToolError(OrchestratorError):
     """A tool call failed in a way the caller (person or LLM) can act on."""
+
+
+def shown(text: object, limit: int = 60) -> str:
+    """User or model text, safe to quote in a one-line message: escaped and shortened."""
+    escaped = repr(str(text))[1:-1]
+    return escaped if len(escaped) <= limit else escaped[: limit - 1] + "…"

@@ -50,6 +50,9 @@ class TurnResult:
     reply: str = ""
     images: list[str] = field(default_factory=list)  # image names made or uploaded in this turn
     tool_calls: list[ToolCall] = field(default_factory=list)
+    error: str | None = (
+        None  # set when the turn could not do what was asked (brain unreachable, upload refused)
+    )
 
 
 @dataclass(frozen=True)

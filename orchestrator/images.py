@@ -20,7 +20,7 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import ImageError, shown
 
 NAME = re.compile(r"^image/[0-9a-f]{8}\.png$")
 MB = 2**20
@@ -73,11 +73,12 @@ class ImageStore:
         cleaned = name.strip().strip("'\"`")
         candidates = [cleaned, f"image/{cleaned}", f"{cleaned}.png", f"image/{cleaned}.png"]
         for candidate in candidates:
-            if NAME.match(candidate) and candidate in self._lineage:
+            if NAME.fullmatch(candidate) and candidate in self._lineage:
                 return candidate
         available = ", ".join(self.names()[-10:]) or "none yet (upload one first)"
-        shown = cleaned if len(cleaned) <= 80 else cleaned[:77] + "..."
-        raise ImageError(f"There is no image named '{shown}' in this session; available: {available}.")
+        raise ImageError(
+            f"There is no image named '{shown(cleaned, 80)}' in this session; available: {available}."
+        )
 
     def path(self, name: str) -> Path:
         return self.root / self.resolve(name)

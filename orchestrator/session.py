@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +16,7 @@ from .tools import Progress, ToolContext
 
 if TYPE_CHECKING:
     from .engine import Orchestrator
+    from .events import Event, TurnResult
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,29 @@ class Session:
         self.trace: list[ToolCall] = []
         self.history: list[dict[str, Any]] = []  # chat messages, kept by the brain
         self.language = "en"
+        self.notices: set[str] = set()  # notices already shown once (e.g. the rules-brain fallback)
         self.last_active = time.time()
+
+    def stream(self, text: str, images: Sequence[Any] = (), language: str | None = None) -> Iterator[Event]:
+        """One user turn, step by step (Notice, ToolStarted, ToolProgress, ToolFinished, ReplyDelta, TurnFinished).
+
+        ``images`` are uploads (paths, bytes or PIL images) stored before the turn; one that is refused
+        is explained in the reply and the turn goes on. ``language`` ("en"/"zh") fixes the prompts and
+        the reply language (the UI's switch); None detects it from the text.
+        """
+        from .agent import run_turn
+
+        self.last_active = time.time()
+        return run_turn(self, text, list(images), language)
+
+    def chat(self, text: str, images: Sequence[Any] = (), language: str | None = None) -> TurnResult:
+        """One user turn: the reply, the images made or uploaded, and the tool calls."""
+        from .events import TurnFinished
+
+        for event in self.stream(text, images, language):
+            if isinstance(event, TurnFinished):
+                return event.result
+        raise AssertionError("a turn always ends with TurnFinished")
 
     def upload(self, data: Any, filename: str | None = None) -> str:
         """Store an uploaded image (bytes, path or PIL image); returns its name. Raises ImageError."""

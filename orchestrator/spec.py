@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 from .cards import CardSet
-from .errors import SpecError
+from .errors import SpecError, shown
 
 DEVICE = re.compile(r"^(cpu|mps|auto|cuda(:\d+)?)$")
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib|tb|tib)?\s*$", re.IGNORECASE)
@@ -30,12 +30,14 @@ def parse_load_spec(spec: str, cards: CardSet) -> list[LoadItem]:
             continue
         name, _, device = raw.rpartition("_") if "_" in raw else (raw, "", "auto")
         device = device.strip().lower()
-        if not DEVICE.match(device):
-            raise SpecError(f"'{raw}' has an unknown device '{device}': use cpu, cuda, cuda:N, mps or auto.")
+        if not DEVICE.fullmatch(device):
+            raise SpecError(
+                f"'{shown(raw)}' has an unknown device '{shown(device)}': use cpu, cuda, cuda:N, mps or auto."
+            )
         if name not in cards:
             raise SpecError(_unknown_name(name, cards))
         if name in seen:
-            raise SpecError(f"{name} is listed twice in --load ({seen[name]} and {raw}); keep one.")
+            raise SpecError(f"{name} is listed twice in --load ({seen[name]} and {shown(raw)}); keep one.")
         seen[name] = raw
         items.append(LoadItem(name, "cuda:0" if device == "cuda" else device))
     if not items:
@@ -49,13 +51,13 @@ def _unknown_name(name: str, cards: CardSet) -> str:
         lowered = {n.lower(): n for n in cards.names()}
         close = [lowered[name.lower()]] if name.lower() in lowered else []
     hint = f" Did you mean {close[0]}?" if close else ""
-    return f"Unknown model '{name}'.{hint} Known models: {', '.join(cards.names())}."
+    return f"Unknown model '{shown(name)}'.{hint} Known models: {', '.join(cards.names())}."
 
 
 def parse_size_mb(text: str, where: str) -> int:
-    match = SIZE.match(text)
+    match = SIZE.fullmatch(text)
     if not match:
-        raise SpecError(f"{where}: '{text}' is not a size; write it like 8GiB, 8000MB or 8000 (MiB).")
+        raise SpecError(f"{where}: '{shown(text)}' is not a size; write it like 8GiB, 8000MB or 8000 (MiB).")
     number, unit = match.groups()
     return int(float(number) * UNIT_MB[unit.lower() if unit else None])
 
@@ -70,7 +72,7 @@ def parse_budgets(specs: str | list[str] | None) -> dict[str, int]:
         device, sep, size = part.partition("=")
         device = device.strip().lower()
         device = "cuda:0" if device == "cuda" else device
-        if not sep or not DEVICE.match(device) or device == "auto":
-            raise SpecError(f"--max-vram '{part}' must look like cuda:0=8GiB (a device, '=', a size).")
+        if not sep or not DEVICE.fullmatch(device) or device == "auto":
+            raise SpecError(f"--max-vram '{shown(part)}' must look like cuda:0=8GiB (a device, '=', a size).")
         budgets[device] = parse_size_mb(size, f"--max-vram {device}")
     return budgets

@@ -217,7 +217,7 @@ def tool(card: str, name: str | None = None) -> Callable[[Callable[..., str]], T
         signature = inspect.signature(fn)
         params = tuple(_param(fn.__name__, p, hints[p.name]) for p in list(signature.parameters.values())[1:])
         tool_name = name or fn.__name__
-        if not TOOL_NAME_PATTERN.match(tool_name):
+        if not TOOL_NAME_PATTERN.fullmatch(tool_name):
             raise TypeError(f"tool name {tool_name!r} must match {TOOL_NAME_PATTERN.pattern}")
         return Tool(tool_name, card, " ".join(doc.split()), params, fn)
 

@@ -1,0 +1,176 @@
+"""One user turn as a stream of events: uploads, then brain steps and tool calls until an answer.
+
+A tool error, a bad argument or an unknown tool is an observation the brain reads; the turn goes on
+until the brain answers, ``max_steps`` model calls were made, or ``turn_seconds`` passed. A brain that
+fails (server down, model missing) ends the turn with a reply that says what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+
+from .brain import BrainError, LazyBrain, TurnInfo
+from .brain.history import dump, load, trim
+from .brain.parsers import new_call_id
+from .brain.prompts import detect_language, message, system_prompt, upload_announcement
+from .errors import ImageError
+from .events import (
+    Event,
+    Notice,
+    ReplyDelta,
+    ToolFinished,
+    ToolProgress,
+    ToolStarted,
+    TurnFinished,
+    TurnResult,
+)
+from .session import ToolCall
+
+if TYPE_CHECKING:
+    from .session import Session
+
+log = logging.getLogger(__name__)
+Steps = Generator[Event, None, Any]
+
+
+def run_turn(session: Session, text: str, images: Sequence[Any] = (), language: str | None = None) -> Steps:
+    holder: LazyBrain = session.orchestrator.brain
+    deadline = time.monotonic() + holder.config.turn_seconds
+    language = session.language = language or detect_language(text)
+    result = TurnResult(user=text)
+    if holder.config.fallback and "rules_fallback" not in session.notices:
+        session.notices.add("rules_fallback")
+        yield Notice(message("rules_fallback", language))
+    lines, refused = yield from _uploads(session, holder, images, language, result)
+    human = HumanMessage("\n".join([*lines, text]).strip())
+    turn = TurnInfo(text, language, uploads=tuple(result.images))
+    new: list[BaseMessage] = [human]
+    reply = yield from _steps(session, holder, new, turn, result, deadline)
+    if len(new) > 1:  # a turn the brain never answered is not history
+        if not isinstance(new[-1], AIMessage) or new[-1].tool_calls:
+            new.append(AIMessage(reply))  # a stopped turn still leaves a valid history
+        session.history.extend(dump(new))
+    result.reply = "\n\n".join([*refused, reply]).strip()
+    result.error = result.error or (refused[0] if refused else None)
+    yield ReplyDelta(result.reply)
+    yield TurnFinished(result)
+
+
+def _steps(session: Session, holder: LazyBrain, new: list[BaseMessage], turn: TurnInfo, result: TurnResult,
+           deadline: float) -> Steps:  # fmt: skip
+    """Brain steps until an answer; returns the reply."""
+    config, tools = holder.config, list(session.orchestrator.tools.values())
+    history = trim(load(session.history), config.history_tokens)
+    try:
+        if not holder.loaded and config.kind == "hf":
+            yield Notice(message("loading_brain", turn.language, model=config.model))
+        brain = holder.get()
+        for _ in range(config.max_steps):
+            if time.monotonic() >= deadline:
+                return _stopped("time_limit", turn.language, result, seconds=round(config.turn_seconds))
+            names = tuple(session.images.names())
+            system = SystemMessage(system_prompt(turn.language, names))
+            ai = brain.respond(
+                [system, *history, *new], tools, replace(turn, images=names), deadline - time.monotonic()
+            )
+            calls = [*ai.tool_calls, *ai.invalid_tool_calls]
+            for call in calls:
+                call["id"] = call.get("id") or new_call_id()
+            new.append(ai)
+            if not calls:
+                return str(ai.content)
+            for call in calls:
+                record = yield from _call(session, call, result, deadline)
+                status = "error" if record.error else "success"
+                new.append(
+                    ToolMessage(record.output, tool_call_id=call["id"], name=call["name"], status=status)
+                )
+        return _stopped("step_limit", turn.language, result, steps=config.max_steps)
+    except BrainError as exc:
+        result.error = exc.text(turn.language)
+    except Exception as exc:  # a bug in a brain: logged in full; the session goes on
+        log.exception("the brain failed")
+        result.error = message(
+            "brain_failed", turn.language, reason=f"{type(exc).__name__}: {str(exc)[:160]}"
+        )
+    return result.error
+
+
+def _call(session: Session, call: dict[str, Any], result: TurnResult, deadline: float) -> Steps:
+    """Run one tool call from the brain; a call that cannot run is recorded with its reason."""
+    name, args = call["name"], call["args"]
+    if call.get("type") == "invalid_tool_call" or time.monotonic() >= deadline:
+        tool = session.orchestrator.tools.get(name)
+        example = {p.name: "..." for p in tool.params if p.required} if tool else {}
+        error = (message("bad_arguments", tool=name, reason=call.get("error") or "?", example=example)
+                 if call.get("type") == "invalid_tool_call" else message("tool_skipped"))  # fmt: skip
+        record = ToolCall(
+            name, {"_raw": args} if isinstance(args, str) else dict(args), f"Error: {error}", error=error
+        )
+        session.trace.append(record)
+        yield ToolStarted(call["id"], name, record.args)
+        result.tool_calls.append(record)
+        yield ToolFinished(call["id"], record)
+        return record
+    return (yield from run_tool(session, call["id"], name, args, result))
+
+
+def run_tool(session: Session, call_id: str, name: str, args: Any, result: TurnResult) -> Steps:
+    """``session.call_tool`` in a worker thread, its progress (loading, steps) streamed as it happens."""
+    yield ToolStarted(call_id, name, dict(args) if isinstance(args, dict) else {"_raw": args})
+    reports: queue.Queue[Any] = queue.Queue()
+    done, records = object(), []
+
+    def work() -> None:
+        try:
+            records.append(session.call_tool(name, args, report=reports.put))
+        finally:
+            reports.put(done)
+
+    threading.Thread(target=work, name=f"tool-{name}", daemon=True).start()
+    while (report := reports.get()) is not done:
+        yield ToolProgress(call_id, name, report.message, report.step, report.total)
+    if not records:
+        raise RuntimeError(f"tool {name} did not return")
+    record = records[0]
+    result.tool_calls.append(record)
+    result.images.extend(record.images)
+    yield ToolFinished(call_id, record)
+    return record
+
+
+def _uploads(
+    session: Session, holder: LazyBrain, images: Sequence[Any], language: str, result: TurnResult
+) -> Steps:
+    """Store the uploads; returns (lines announcing them to the brain, messages about refused ones)."""
+    lines, refused = [], []
+    for image in images:
+        try:
+            name = session.upload(image)
+        except ImageError as exc:
+            refused.append(message("upload_failed", language, reason=exc))
+            lines.append(refused[-1])
+            continue
+        result.images.append(name)
+        caption = None
+        captioner = session.orchestrator.tools.get("image_captioning")
+        image_arg = next((p.name for p in captioner.params if p.kind == "image"), None) if captioner else None
+        if image_arg and holder.config.kind != "rules":  # the rules brain does not read captions
+            record = yield from run_tool(session, new_call_id(), captioner.name, {image_arg: name}, result)
+            caption = None if record.error else record.output
+        lines.append(upload_announcement(language, name, caption))
+    return lines, refused
+
+
+def _stopped(key: str, language: str, result: TurnResult, **values: Any) -> str:
+    names = ", ".join(result.images[-5:])
+    made = message("images_made", language, names=names) if names else ""
+    return message(key, language, images=" " + made if made else "", **values)
