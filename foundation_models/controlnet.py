@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .stable_diffusion import ProgressFn, _Pipeline, _quiet, load_scheduler
+from .stable_diffusion import ProgressFn, _Pipeline, _quiet, load_scheduler, weights_variant
 
 
 class ControlNetText2Image(_Pipeline):
@@ -19,7 +19,9 @@ class ControlNetText2Image(_Pipeline):
 def load(ctx: Any) -> ControlNetText2Image:
     from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 
-    controlnet = ControlNetModel.from_pretrained(ctx.checkpoint("controlnet"), torch_dtype=ctx.dtype)
+    path = ctx.checkpoint("controlnet")
+    variant = weights_variant(path, ctx.dtype)
+    controlnet = ControlNetModel.from_pretrained(path, torch_dtype=ctx.dtype, variant=variant)
     controlnet = controlnet.to(ctx.device).eval()
     parts = {n: ctx.component("sd15_base", n) for n in ("unet", "vae", "text_encoder", "tokenizer")}
     pipe = StableDiffusionControlNetPipeline(
@@ -30,4 +32,4 @@ def load(ctx: Any) -> ControlNetText2Image:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    return ControlNetText2Image(_quiet(pipe), {"controlnet": controlnet})
+    return ControlNetText2Image(_quiet(pipe), {"controlnet": controlnet}, fast=ctx.options.get("fast"))

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .fast_unet import fast_enabled, graphed, release
+
 log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -34,13 +36,8 @@ def load_pipeline_component(path: Path, name: str, dtype: Any, device: str) -> A
     cls = getattr(importlib.import_module(library), class_name)
     if not hasattr(cls, "to"):  # tokenizer, feature extractor, scheduler
         return cls.from_pretrained(path, subfolder=name)
-    kwargs: dict[str, Any] = {"subfolder": name}
-    if library == "diffusers":
-        kwargs["torch_dtype"] = dtype
-        if dtype is not None and str(dtype).endswith("float16") and _has_variant(path / name, "fp16"):
-            kwargs["variant"] = "fp16"
-    else:
-        kwargs["dtype"] = dtype
+    kwargs: dict[str, Any] = {"subfolder": name, "variant": weights_variant(path / name, dtype)}
+    kwargs["torch_dtype" if library == "diffusers" else "dtype"] = dtype
     return cls.from_pretrained(path, **kwargs).to(device).eval()
 
 
@@ -54,6 +51,15 @@ def load_scheduler(path: Path, scheduler: str | None) -> Any:
 
 def _has_variant(folder: Path, variant: str) -> bool:
     return any(f".{variant}." in p.name for p in folder.glob("*") if p.suffix in WEIGHT_SUFFIXES)
+
+
+def weights_variant(folder: Path, dtype: Any) -> str | None:
+    """``fp16`` where those weights are on disk and wanted (half precision) or the only ones (the downloader
+    fetches just the fp16 variant; on CPU they load upcast to float32), else None (the plain files)."""
+    if not _has_variant(folder, "fp16"):
+        return None
+    plain = any(p.name.count(".") == 1 for p in folder.glob("*") if p.suffix in WEIGHT_SUFFIXES)
+    return "fp16" if (dtype is not None and str(dtype).endswith("float16")) or not plain else None
 
 
 def files_identical(a: Path, b: Path) -> bool:
@@ -113,18 +119,23 @@ def step_callback(progress: ProgressFn | None, total: int) -> Callable[..., dict
 class _Pipeline:
     """A diffusers pipeline plus the modules this card owns (moved by ``to``; shared ones are not)."""
 
-    def __init__(self, pipe: Any, own: dict[str, Any]):
+    def __init__(self, pipe: Any, own: dict[str, Any], fast: bool | None = None):
         self.pipe = pipe
         self.own = own
+        self.fast = fast_enabled(fast)  # CUDA-graph replay of the denoiser (fast_unet.py)
 
     def to(self, device: str) -> None:
+        release(self._denoisers())  # captured graphs hold the old device addresses
         for module in self.own.values():
             module.to(device)
+
+    def _denoisers(self) -> list[Any]:
+        return [m for m in (getattr(self.pipe, "unet", None), getattr(self.pipe, "controlnet", None)) if m is not None]
 
     def _run(self, steps: int, seed: int, progress: ProgressFn | None, **kwargs: Any) -> Any:
         import torch
 
-        with torch.inference_mode():
+        with torch.inference_mode(), graphed(self._denoisers(), enabled=self.fast):
             return self.pipe(
                 num_inference_steps=steps,
                 generator=generator(seed),
@@ -158,14 +169,14 @@ def load(ctx: Any) -> _Pipeline:
     if "inpainting" not in ctx.card.checkpoints:
         parts = {n: ctx.component("sd15_base", n) for n in ("unet", "vae", "text_encoder", "tokenizer")}
         pipe = StableDiffusionPipeline(**parts, scheduler=load_scheduler(base, scheduler_name), **common)
-        return Text2Image(_quiet(pipe), {})
+        return Text2Image(_quiet(pipe), {}, fast=ctx.options.get("fast"))
     path = ctx.checkpoint("inpainting")
     own = {"unet": load_pipeline_component(path, "unet", ctx.dtype, ctx.device)}
     parts = {n: shared_or_own(ctx, path, n, own) for n in ("vae", "text_encoder", "tokenizer")}
     pipe = StableDiffusionInpaintPipeline(
         unet=own["unet"], **parts, scheduler=load_scheduler(path, scheduler_name), **common
     )
-    return Inpainting(_quiet(pipe), {k: v for k, v in own.items() if hasattr(v, "to")})
+    return Inpainting(_quiet(pipe), {k: v for k, v in own.items() if hasattr(v, "to")}, fast=ctx.options.get("fast"))
 
 
 def _quiet(pipe: Any) -> Any:

@@ -131,7 +131,9 @@ class ImageStore:
                 f"{label} has too many pixels to open safely; the limit is {self.limits.max_upload_pixels:,} pixels."
             ) from exc
         except UnidentifiedImageError as exc:
-            raise ImageError(f"{label} is not an image this app can read ({_reason(exc)}).") from exc
+            raise ImageError(
+                f"{label} is not an image this app can read; upload a PNG, JPEG, WebP, GIF or BMP file."
+            ) from exc
         except (OSError, ValueError, SyntaxError) as exc:
             raise ImageError(
                 f"{label} could not be decoded, it may be truncated or damaged ({_reason(exc)})."
@@ -190,8 +192,8 @@ def _read_upload(path: Path, limit: int) -> bytes:
 
 
 def _reason(exc: Exception) -> str:
-    text = str(exc).split("\n")[0]
-    return text[:120] or type(exc).__name__
+    text = re.sub(r"<[^>]* at 0x[0-9a-f]+>", "the file", str(exc).split("\n")[0])
+    return shown(text, 120) or type(exc).__name__
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

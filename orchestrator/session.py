@@ -109,8 +109,16 @@ class Session:
         record.args = kwargs
         manager = self.orchestrator.manager
         for attempt in (1, 2):
-            ctx = ToolContext(name, tool.card, self.images, _Models(manager, report, name),
-                              self.orchestrator.card_options(tool.card), report, args=kwargs)  # fmt: skip
+            ctx = ToolContext(
+                name,
+                tool.card,
+                self.images,
+                _Models(manager, report, name),
+                self.orchestrator.card_options(tool.card),
+                report,
+                self.orchestrator.card_options,
+                args=kwargs,
+            )
             try:
                 output = tool.fn(ctx, **kwargs)
                 record.images = list(ctx.outputs)

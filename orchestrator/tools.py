@@ -59,6 +59,7 @@ class ToolContext:
     models: ModelAccess
     options: Mapping[str, Any] = field(default_factory=dict)
     report: Callable[[Progress], None] = lambda progress: None
+    options_of: Callable[[str], Mapping[str, Any]] = lambda card: {}  # a dependency card's options
     args: dict[str, Any] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)

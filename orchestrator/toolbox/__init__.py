@@ -5,9 +5,9 @@ from __future__ import annotations
 from ..cards import CardSet
 from ..errors import CardError
 from ..tools import Tool
-from . import editing, generation, understanding
+from . import control, detection, editing, generation, understanding
 
-MODULES = [generation, understanding, editing]
+MODULES = [generation, understanding, editing, detection, control]
 
 
 def all_tools(cards: CardSet) -> list[Tool]:

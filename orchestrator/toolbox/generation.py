@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 from ..tools import ImageName, ToolContext, tool
 
@@ -15,8 +16,10 @@ def snap64(value: int | None, default: int) -> int:
     return min(1024, max(64, int(round((value or default) / 64)) * 64))
 
 
-def sd_prompts(ctx: ToolContext, prompt: str) -> tuple[str, str]:
-    return prompt + ctx.options.get("prompt_suffix", ""), ctx.options.get("negative_prompt", "")
+def sd_prompts(ctx: ToolContext, prompt: str, options: Mapping[str, Any] | None = None) -> tuple[str, str]:
+    """The prompt with the card's quality suffix, and its negative prompt (``options``: another card's)."""
+    options = ctx.options if options is None else options
+    return prompt + options.get("prompt_suffix", ""), options.get("negative_prompt", "")
 
 
 def step_reporter(ctx: ToolContext):

@@ -1,0 +1,52 @@
+"""BLIP: image captioning (BlipForConditionalGeneration) and visual question answering (BlipForQuestionAnswering).
+
+One card loads one of the two checkpoints; ``options.task`` says which (``caption`` or ``vqa``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+TASKS = ("caption", "vqa")
+
+
+class Blip:
+    """A BLIP model and its processor; ``caption`` or ``answer`` depending on the checkpoint's head."""
+
+    def __init__(self, model: Any, processor: Any, task: str, max_new_tokens: int):
+        self.model = model
+        self.processor = processor
+        self.task = task
+        self.max_new_tokens = max_new_tokens
+
+    def to(self, device: str) -> None:
+        self.model.to(device)
+
+    def caption(self, image: Any) -> str:
+        """A short English description of the image."""
+        return self._generate(self.processor(images=image, return_tensors="pt"))
+
+    def answer(self, image: Any, question: str) -> str:
+        """A short English answer to a question about the image."""
+        return self._generate(self.processor(images=image, text=question, return_tensors="pt"))
+
+    def _generate(self, inputs: Any) -> str:
+        import torch
+
+        inputs = inputs.to(self.model.device, self.model.dtype)  # casts only the floating tensors
+        with torch.inference_mode():
+            tokens = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens)
+        return self.processor.decode(tokens[0], skip_special_tokens=True).strip()
+
+
+def load(ctx: Any) -> Blip:
+    from transformers import BlipForConditionalGeneration, BlipForQuestionAnswering, BlipProcessor
+
+    task = ctx.options.get("task", "caption")
+    if task not in TASKS:
+        raise ValueError(f"card {ctx.card.name}: options.task must be one of {TASKS}, got {task!r}")
+    path = ctx.checkpoint("model")
+    model_class = BlipForConditionalGeneration if task == "caption" else BlipForQuestionAnswering
+    model = model_class.from_pretrained(path, dtype=ctx.dtype).to(ctx.device).eval()
+    processor = BlipProcessor.from_pretrained(path)
+    return Blip(model, processor, task, int(ctx.options.get("max_new_tokens", 30)))
