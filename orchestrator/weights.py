@@ -13,15 +13,17 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .errors import MissingWeightsError
+
+if TYPE_CHECKING:
+    from .cards import CardSet
 
 log = logging.getLogger(__name__)
 
 WeightsMode = Literal["hub", "tiny"]
 TINY_LAYOUT_VERSION = "1"  # bump when a tiny builder changes, so cached tiny checkpoints are rebuilt
-HUB_PATTERNS = ["*.json", "*.txt", "*.jinja", "*.model", "*.safetensors"]
 
 
 def cache_root() -> Path:
@@ -42,47 +44,61 @@ class WeightResolver:
         self.cache_dir = cache_dir or cache_root()
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._registry: CardSet | None = None  # model_cards.yaml, read on the first hub resolve
         self._resolved: dict[str, Path] = {}
+        self._paths: dict[tuple[str, ...], Path] = {}
 
     def resolve(self, repo_id: str, files: list[str] | None = None) -> Path:
         """A local folder holding ``repo_id``; ``files`` limits a hub download to what the loader reads."""
         with self._guard:
             lock = self._locks.setdefault(repo_id, threading.Lock())
+        key = (repo_id, *(files or ()))  # lllyasviel/Annotators is asked for one file at a time
         with lock:
-            if repo_id not in self._resolved:
-                self._resolved[repo_id] = (
-                    self._tiny(repo_id) if self.mode == "tiny" else self._hub(repo_id, files)
-                )
-            return self._resolved[repo_id]
+            if key not in self._paths:
+                path = self._tiny(repo_id) if self.mode == "tiny" else self._hub(repo_id, files)
+                self._paths[key] = self._resolved[repo_id] = path
+            return self._paths[key]
 
     # -- hub ------------------------------------------------------------------------------------
     def _hub(self, repo_id: str, files: list[str] | None) -> Path:
-        if self.model_dir is not None:
-            local = self.model_dir / repo_id
-            if local.is_dir():
-                return local
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
+        """``--model-dir DIR/org/name``, else the HF cache, else a download of what the loaders read."""
+        from .download import locate, repo_need
+        from .fetch import execute, plan
 
-        patterns = files or HUB_PATTERNS
-        try:
-            return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
-        except LocalEntryNotFoundError:
-            pass
+        need = repo_need(self._cards(), repo_id, files)
+        found = locate(need, self.model_dir)
+        if found.ready:
+            return found.path
         try:
             log.info("downloading %s from the Hugging Face hub", repo_id)
-            return Path(snapshot_download(repo_id, allow_patterns=patterns))
+            path = execute(plan(need))
         except Exception as exc:  # offline, unreachable, gated, not found: the same advice applies
-            raise MissingWeightsError(self._missing_message(repo_id, exc)) from exc
+            raise MissingWeightsError(self._missing_message(repo_id, files, exc)) from exc
+        missing = locate(need, self.model_dir).missing
+        if missing:
+            raise MissingWeightsError(self._missing_message(repo_id, files, FileNotFoundError(missing[0])))
+        return path
 
-    def _missing_message(self, repo_id: str, exc: Exception) -> str:
+    def _cards(self) -> CardSet:
+        from .cards import load_cards
+
+        if self._registry is None:
+            self._registry = load_cards()
+        return self._registry
+
+    def _missing_message(self, repo_id: str, files: list[str] | None, exc: Exception) -> str:
+        from .download import card_for
+
         where = "the Hugging Face cache"
         if self.model_dir is not None:
             where += f" or {self.model_dir / repo_id}"
+        card = card_for(self._cards(), repo_id, files)
+        command = f"python -m orchestrator download --load {card}_cpu" if card else f"hf download {repo_id}"
         return (
             f"Checkpoint {repo_id} is not in {where} and could not be downloaded ({type(exc).__name__}). "
-            f"Fetch it with `hf download {repo_id}` on a machine with internet access "
-            f"(or copy it to DIR/{repo_id} and pass --model-dir DIR), or run with --weights tiny to try the app."
+            f"Fetch it with `{command}` on a machine with internet access "
+            f"(add `--model-dir DIR` to put it in DIR/{repo_id}, then pass --model-dir DIR here), "
+            "or run with --weights tiny to try the app."
         )
 
     # -- tiny -----------------------------------------------------------------------------------

@@ -13,3 +13,8 @@ os.environ["DO_NOT_TRACK"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # One cache folder for the whole run, so tiny checkpoints are built once and shared by every test.
 os.environ.setdefault("VISUAL_ORCHESTRATOR_CACHE", tempfile.mkdtemp(prefix="vo-test-cache-"))
+# An empty Hugging Face cache: tests must not depend on what this machine happens to have downloaded.
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="vo-test-hf-home-")
+os.environ.pop("HF_HUB_CACHE", None)
+os.environ.pop("OPENAI_API_KEY", None)
+os.environ.pop("OPENAI_BASE_URL", None)

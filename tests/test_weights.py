@@ -35,7 +35,7 @@ def test_missing_checkpoint_offline_names_it_and_the_download_command(tmp_path):
         WeightResolver("hub", model_dir=tmp_path).resolve("Salesforce/blip-image-captioning-base")
     message = str(err.value)
     assert "Salesforce/blip-image-captioning-base" in message
-    assert "hf download Salesforce/blip-image-captioning-base" in message
+    assert "python -m orchestrator download --load ImageCaptioning_cpu" in message
     assert f"{tmp_path}/Salesforce/blip-image-captioning-base" in message
 
 
@@ -44,7 +44,7 @@ def test_missing_checkpoint_is_reported_at_first_use_not_start_up(tmp_path):
     session = orch.new_session()  # start-up is fine: nothing was resolved yet
     call = session.call_tool("text2image", {"prompt": "a lighthouse"})
     assert call.error and f"Checkpoint {SD15} is not in the Hugging Face cache" in call.error
-    assert f"hf download {SD15}" in call.error
+    assert "python -m orchestrator download --load Text2Image_cpu" in call.error
     assert call.images == []
     again = session.call_tool("text2image", {"prompt": "a lighthouse"})  # the session goes on, same advice
     assert again.error == call.error
