@@ -7,6 +7,7 @@ fails (server down, model missing) ends the turn with a reply that says what to 
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -42,9 +43,10 @@ Steps = Generator[Event, None, Any]
 
 
 def run_turn(session: Session, text: str, images: Sequence[Any] = (), language: str | None = None) -> Steps:
+    """``language`` decides only when the text has no words to tell (see ``detect_language``)."""
     holder: LazyBrain = session.orchestrator.brain
     deadline = time.monotonic() + holder.config.turn_seconds
-    language = session.language = language or detect_language(text)
+    language = session.language = detect_language(text, language or session.language)
     result = TurnResult(user=text)
     if holder.config.fallback and "rules_fallback" not in session.notices:
         session.notices.add("rules_fallback")
@@ -109,7 +111,7 @@ def _call(session: Session, call: dict[str, Any], result: TurnResult, deadline: 
     name, args = call["name"], call["args"]
     if call.get("type") == "invalid_tool_call" or time.monotonic() >= deadline:
         tool = session.orchestrator.tools.get(name)
-        example = {p.name: "..." for p in tool.params if p.required} if tool else {}
+        example = json.dumps({p.name: "..." for p in tool.params if p.required} if tool else {})
         error = (message("bad_arguments", tool=name, reason=call.get("error") or "?", example=example)
                  if call.get("type") == "invalid_tool_call" else message("tool_skipped"))  # fmt: skip
         record = ToolCall(

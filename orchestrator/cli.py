@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -24,6 +25,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, load_required: bool = 
     parser.add_argument("--weights", choices=["hub", "tiny"], default="hub",
                         help="hub: real checkpoints (HF cache, hub or --model-dir); tiny: built locally, noise")  # fmt: skip
     parser.add_argument("--model-dir", metavar="DIR", help="local checkpoints laid out as DIR/org/name")
+    parser.add_argument("--no-fast", dest="fast", action="store_false",
+                        help="no CUDA-graph replay in the diffusion tools (eager, as diffusers runs them)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,15 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_arguments(tools)
     tools.add_argument("--json", action="store_true", help="a JSON list of {name, card, description, inputs}")
 
-    try:  # TODO(lead): unguard once cli_run and ui land
-        from .cli_run import add_run_parser
-        from .ui import add_ui_arguments
+    from .cli_run import add_run_parser
+    from .cli_weights import add_weights_parsers
+    from .ui import add_ui_arguments
 
-        add_run_parser(sub)
-        ui = sub.add_parser("ui", help="start the Gradio app (same as gradio_app.py)")
-        add_ui_arguments(ui)
-    except ImportError:
-        pass
+    add_run_parser(sub)
+    add_weights_parsers(sub)
+    ui = sub.add_parser("ui", help="start the Gradio app (same as gradio_app.py)")
+    add_ui_arguments(ui)
     return parser
 
 
@@ -60,9 +62,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on bad arguments, 0 on --help
         return int(exc.code or 0)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    # The app logs what loads and runs (a server's console); the other commands only warnings unless -v.
+    verbose = args.verbose or args.command == "ui"
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    for noisy in ("httpx", "httpcore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.WARNING)
+    if args.command in ("run", "ui"):  # per-file loading bars are noise in a chat; downloads keep theirs
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if getattr(args, "fast", True) is False:  # read by foundation_models/fast_unet.py
+        os.environ["VISUAL_ORCHESTRATOR_FAST"] = "0"
     try:
         if args.command == "plan":
             return plan_command(args)
@@ -72,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .cli_run import run_command
 
             return run_command(args)
+        if args.command in ("download", "weights"):
+            from .cli_weights import weights_command
+
+            return weights_command(args)
         from .ui import launch_from_args
 
         return launch_from_args(args)

@@ -46,6 +46,7 @@ class Orchestrator:
         quant: str | None = None,
         trust_remote_code: bool = False,
         brain_options: Mapping[str, Any] | None = None,
+        fast: bool = True,  # False: no CUDA-graph replay in diffusion tools (--no-fast; foundation_models/fast_unet.py)
     ):
         # "openai" | "rules" | "hf:<id-or-path>" | None (openai when OPENAI_API_KEY/OPENAI_BASE_URL is set);
         # made on first chat. brain_options: other BrainConfig fields (max_steps, turn_seconds, ...).
@@ -59,6 +60,7 @@ class Orchestrator:
         self.devices = list(devices)
         self.plan: Plan = make_plan(self.cards, self.items, self.devices, budgets)
         self.weights = weights
+        self.fast = fast
         self.resolver = WeightResolver(weights, model_dir)
         self.manager = ModelManager(self.cards, self.plan, self.resolver, families=families,
                                     options=self._card_options)  # fmt: skip
@@ -76,6 +78,8 @@ class Orchestrator:
         options = dict(card.options)
         if self.weights == "tiny":
             options.update(self.cards.tiny_overrides)
+        if not self.fast:
+            options["fast"] = False
         return options
 
     def new_session(self, folder: str | Path | None = None) -> Session:

@@ -53,8 +53,9 @@ class Session:
         """One user turn, step by step (Notice, ToolStarted, ToolProgress, ToolFinished, ReplyDelta, TurnFinished).
 
         ``images`` are uploads (paths, bytes or PIL images) stored before the turn; one that is refused
-        is explained in the reply and the turn goes on. ``language`` ("en"/"zh") fixes the prompts and
-        the reply language (the UI's switch); None detects it from the text.
+        is explained in the reply and the turn goes on. The reply's language is detected from the text
+        of each turn; ``language`` ("en"/"zh", e.g. the UI's switch) decides when the text has no words
+        to tell (an upload alone, a slash command).
         """
         from .agent import run_turn
 

@@ -1,0 +1,166 @@
+"""The brain: what decides which tools to call, in what order, and writes the answer.
+
+Three kinds, chosen by ``Orchestrator(brain=...)`` / ``--brain``:
+
+- ``openai``: OpenAI or any OpenAI-compatible server (vLLM, Ollama, llama.cpp, LM Studio), through LangChain.
+- ``hf:<id-or-path>``: a transformers chat model in this process (optionally int8/int4 on CUDA).
+- ``rules``: no LLM; keyword routing and ``/tool_name key=value`` commands. The fallback when no LLM is set.
+
+Every brain answers ``respond(messages, tools, turn, timeout) -> AIMessage`` (LangChain messages in
+and out); the loop in ``orchestrator/agent.py`` runs the tool calls. Importing this package is cheap:
+LangChain, openai and transformers are imported by the brain that needs them, when it is made.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from ..errors import OrchestratorError
+from .prompts import message
+
+if TYPE_CHECKING:
+    from langchain_core.messages import AIMessage, BaseMessage
+
+    from ..tools import Tool
+
+__all__ = ["Brain", "BrainConfig", "BrainError", "LazyBrain", "TurnInfo", "brain_from", "make_brain"]
+
+QUANTS = ("int8", "int4")
+ToolFormat = Literal["auto", "native", "react"]
+
+
+class BrainError(OrchestratorError):
+    """The brain cannot answer (server down, model missing, bad --brain); the message says what to do.
+
+    The message exists in English (``str(exc)``) and in the user's language (``exc.text(language)``).
+    """
+
+    def __init__(self, key: str, **params: Any):
+        self.key, self.params = key, params
+        super().__init__(message(key, "en", **params))
+
+    def text(self, language: str) -> str:
+        return message(self.key, language, **self.params)
+
+
+@dataclass(frozen=True)
+class TurnInfo:
+    """What a brain may know about the turn besides the messages."""
+
+    text: str  # the user's words, without the upload announcement
+    language: str  # "en" or "zh", detected from this turn's text
+    images: tuple[str, ...] = ()  # every image in the session, oldest first
+    uploads: tuple[str, ...] = ()  # images uploaded with this turn
+
+
+class Brain(Protocol):
+    def respond(
+        self, messages: list[BaseMessage], tools: list[Tool], turn: TurnInfo, timeout: float
+    ) -> AIMessage:
+        """The next assistant message: tool calls to run, or the final answer. Raises BrainError."""
+        ...
+
+
+@dataclass(frozen=True)
+class BrainConfig:
+    kind: Literal["openai", "hf", "rules", "custom"] = "rules"
+    model: str | None = None  # openai: the model name; hf: the hub id or local folder
+    quant: str | None = None  # hf only: int8 or int4 (bitsandbytes, CUDA)
+    trust_remote_code: bool = False  # hf only: for older ChatGLM-style repositories
+    tool_format: ToolFormat = "auto"  # auto: native tool calling when the model supports it, else ReAct text
+    base_url: str | None = None  # openai: defaults to $OPENAI_BASE_URL
+    api_key: str | None = None  # openai: defaults to $OPENAI_API_KEY
+    device: str | None = None  # hf: defaults to cuda, then mps, then cpu
+    request_timeout: float = 120.0  # seconds for one LLM request
+    max_retries: int = 2  # retries of one request (429 with Retry-After, 5xx, dropped connections)
+    max_steps: int = 8  # model calls per user turn
+    turn_seconds: float = 600.0  # wall-clock limit per user turn
+    history_tokens: int = 6000  # earlier turns kept for the model (estimated tokens)
+    max_new_tokens: int = 512  # hf: tokens generated per step
+    fallback: bool = False  # rules because no LLM is configured (the session is told once)
+
+    @classmethod
+    def from_spec(cls, brain: str | None = None, **options: Any) -> BrainConfig:
+        """``openai``, ``rules``, ``hf:<id-or-path>`` or None (openai when $OPENAI_API_KEY/$OPENAI_BASE_URL is set)."""
+        options = {k: v for k, v in options.items() if v is not None}
+        spec = (brain or "").strip()
+        if not spec:
+            configured = os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL")
+            config = (
+                cls(kind="openai", **options) if configured else cls(kind="rules", fallback=True, **options)
+            )
+        elif spec in ("openai", "rules"):
+            config = cls(kind=spec, **options)
+        elif spec.startswith("hf:") and spec[3:].strip():
+            config = cls(**{**options, "kind": "hf", "model": spec[3:].strip()})
+        else:
+            raise BrainError("bad_brain", brain=spec)
+        if config.kind == "openai" and not (
+            config.api_key
+            or config.base_url
+            or os.environ.get("OPENAI_API_KEY")
+            or os.environ.get("OPENAI_BASE_URL")
+        ):
+            raise BrainError("openai_no_key")
+        if config.quant is not None and config.quant not in QUANTS:
+            raise BrainError("bad_quant", quant=config.quant)
+        if config.quant is not None and config.kind != "hf":
+            raise BrainError("quant_needs_hf", quant=config.quant)
+        return config
+
+    def with_options(self, **options: Any) -> BrainConfig:
+        return replace(self, **options)
+
+
+def make_brain(config: BrainConfig) -> Brain:
+    """Build the brain (an hf model loads here). Raises BrainError."""
+    if config.kind == "openai":
+        from .openai_chat import OpenAIBrain
+
+        return OpenAIBrain(config)
+    if config.kind == "hf":
+        from .hf_local import HFBrain
+
+        return HFBrain(config)
+    from .rules import RulesBrain
+
+    return RulesBrain()
+
+
+class LazyBrain:
+    """The orchestrator's brain, made on first use (an hf model loads on the first chat) and shared."""
+
+    def __init__(self, config: BrainConfig, brain: Brain | None = None):
+        self.config = config
+        self._brain = brain
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._brain is not None
+
+    @property
+    def label(self) -> str:
+        return f"hf:{self.config.model}" if self.config.kind == "hf" else self.config.kind
+
+    def get(self) -> Brain:
+        with self._lock:
+            if self._brain is None:
+                self._brain = make_brain(self.config)
+            return self._brain
+
+
+def brain_from(brain: str | BrainConfig | Brain | None = None, **options: Any) -> LazyBrain:
+    """The orchestrator's brain from ``Orchestrator(brain=...)``: a spec string, a config, or a ready brain."""
+    if isinstance(brain, BrainConfig):
+        return LazyBrain(brain)
+    if brain is None or isinstance(brain, str):
+        return LazyBrain(BrainConfig.from_spec(brain, **options))
+    if not callable(getattr(brain, "respond", None)):
+        raise TypeError(
+            f"brain must be 'openai', 'rules', 'hf:<model>', a BrainConfig or a Brain, not {brain!r}"
+        )
+    return LazyBrain(BrainConfig(kind="custom", **{k: v for k, v in options.items() if v is not None}), brain)

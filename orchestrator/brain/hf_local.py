@@ -1,0 +1,161 @@
+"""The ``hf:<id-or-path>`` brain: a transformers chat model in this process.
+
+Tools go to the model through its own chat template (Qwen2.5/3, Llama 3.x, GLM-4 and Hermes-style
+templates take ``tools=``); the calls it writes are parsed by ``parsers.parse_tool_calls``. A model
+whose template knows no tools gets the ReAct text format instead. ``--quant int8|int4`` loads the
+weights with bitsandbytes, which needs CUDA and the ``local-llm`` extra.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
+
+from . import BrainConfig, BrainError, TurnInfo
+from .openai_chat import tool_specs
+from .parsers import parse_tool_calls
+from .react import parse_react, react_messages
+
+if TYPE_CHECKING:
+    from ..tools import Tool
+
+log = logging.getLogger(__name__)
+
+
+class HFBrain:
+    def __init__(self, config: BrainConfig):
+        self.config = config
+        self.name = str(config.model)
+        self._lock = threading.Lock()
+        self.tokenizer, self.model, self.device = load_chat_model(config)
+        template = str(self.tokenizer.chat_template or "")
+        self.native = config.tool_format == "native" or (config.tool_format == "auto" and "tools" in template)
+        log.info(
+            "hf brain %s on %s (%s tool calls)", self.name, self.device, "native" if self.native else "ReAct"
+        )
+
+    def __repr__(self) -> str:
+        return f"HFBrain({self.name} on {self.device})"
+
+    def respond(
+        self, messages: list[BaseMessage], tools: list[Tool], turn: TurnInfo, timeout: float
+    ) -> AIMessage:
+        if self.native:
+            text = self._generate([_chat_dict(m) for m in messages], tool_specs(tools) or None, timeout)
+            return parse_tool_calls(text, [t.name for t in tools])
+        text = self._generate([_chat_dict(m) for m in react_messages(messages, tools)], None, timeout)
+        return parse_react(text, tools)
+
+    def _generate(
+        self, chat: list[dict[str, Any]], tools: list[dict[str, Any]] | None, timeout: float
+    ) -> str:
+        import torch
+
+        tok = self.tokenizer
+        try:
+            encoded = self._encode(chat, tools).to(self.device)
+            stop = {} if self.native else {"stop_strings": ["Observation:"], "tokenizer": tok}
+            with self._lock, torch.inference_mode():
+                output = self.model.generate(
+                    **encoded,
+                    max_new_tokens=self.config.max_new_tokens,
+                    do_sample=False,
+                    max_time=max(1.0, timeout),
+                    pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+                    **stop,
+                )
+        except Exception as exc:
+            log.exception("generation failed in %s", self.name)
+            raise BrainError(
+                "hf_failed", model=self.name, reason=f"{type(exc).__name__}: {str(exc)[:160]}"
+            ) from exc
+        return tok.decode(output[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
+
+    def _encode(self, chat: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> Any:
+        from jinja2 import TemplateError
+
+        tok = self.tokenizer
+        if not tok.chat_template:  # a base model: a plain transcript
+            lines = [f"{m['role'].capitalize()}: {m['content']}" for m in chat]
+            return tok("\n".join([*lines, "Assistant:"]), return_tensors="pt")
+        options = {
+            "add_generation_prompt": True,
+            "return_dict": True,
+            "return_tensors": "pt",
+            "enable_thinking": False,
+        }
+        try:
+            return tok.apply_chat_template(chat, tools=tools, **options)
+        except TemplateError:  # e.g. "System role not supported": fold the system prompt into the first turn
+            if chat and chat[0]["role"] == "system" and len(chat) > 1:
+                merged = {**chat[1], "content": f"{chat[0]['content']}\n\n{chat[1]['content']}"}
+                return tok.apply_chat_template([merged, *chat[2:]], tools=tools, **options)
+            raise
+
+
+def load_chat_model(config: BrainConfig) -> tuple[Any, Any, str]:
+    """(tokenizer, model, device) for an hf brain; a missing model or unusable --quant is a BrainError."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = config.device or (
+        "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    )
+    kwargs: dict[str, Any] = {"trust_remote_code": config.trust_remote_code}
+    if device != "cpu":  # int8 matmuls want float16 activations; otherwise bfloat16 where the GPU has it
+        bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported() and config.quant != "int8"
+        kwargs["dtype"] = torch.bfloat16 if bf16 else torch.float16
+    if config.quant:
+        if not device.startswith("cuda"):
+            raise BrainError("quant_needs_cuda", quant=config.quant)
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise BrainError("bnb_missing", quant=config.quant)
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = (
+            BitsAndBytesConfig(load_in_8bit=True)
+            if config.quant == "int8"
+            else BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=kwargs["dtype"]
+            )
+        )
+        kwargs["device_map"] = {"": device}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(config.model, trust_remote_code=config.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(config.model, **kwargs)
+    except (OSError, ValueError, ImportError) as exc:
+        reason = str(exc).strip().split("\n")[0][:200]
+        if "trust_remote_code" in str(exc):
+            reason = "it runs its own code: add --trust-remote-code if you trust it"
+        raise BrainError("hf_missing", model=config.model, reason=reason) from exc
+    if not config.quant:
+        model.to(device)
+    model.eval()
+    return tokenizer, model, device
+
+
+def _chat_dict(message: BaseMessage) -> dict[str, Any]:
+    """A LangChain message as a chat-template message (tool-call arguments as dicts, as templates expect)."""
+    content = message.content if isinstance(message.content, str) else str(message.content)
+    if isinstance(message, SystemMessage):
+        return {"role": "system", "content": content}
+    if isinstance(message, ToolMessage):
+        return {
+            "role": "tool",
+            "content": content,
+            "name": message.name,
+            "tool_call_id": message.tool_call_id,
+        }
+    if isinstance(message, AIMessage):
+        out: dict[str, Any] = {"role": "assistant", "content": content}
+        if message.tool_calls:
+            out["tool_calls"] = [
+                {"type": "function", "id": c["id"], "function": {"name": c["name"], "arguments": c["args"]}}
+                for c in message.tool_calls
+            ]
+        return out
+    return {"role": "user", "content": content}

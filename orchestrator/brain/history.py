@@ -1,0 +1,48 @@
+"""Chat history: stored as plain dicts in the session, trimmed to a token budget by an offline estimate.
+
+The estimate needs no tokenizer download (tiktoken fetches its files): about 4 characters per token
+for Latin text, one token per CJK character, plus a few tokens per message.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, messages_from_dict, messages_to_dict
+
+_CJK = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
+PER_MESSAGE = 4
+
+
+def estimate_tokens(text: str) -> int:
+    cjk = len(_CJK.findall(text))
+    return cjk + (len(text) - cjk + 3) // 4
+
+
+def message_tokens(message: BaseMessage) -> int:
+    text = message.content if isinstance(message.content, str) else json.dumps(message.content)
+    if isinstance(message, AIMessage) and message.tool_calls:
+        text += json.dumps([[c["name"], c["args"]] for c in message.tool_calls], ensure_ascii=False)
+    return PER_MESSAGE + estimate_tokens(text)
+
+
+def trim(history: list[BaseMessage], budget: int) -> list[BaseMessage]:
+    """The most recent whole turns (each starts with a user message) whose estimate fits the budget."""
+    start, total = len(history), 0
+    for index in range(len(history) - 1, -1, -1):
+        total += message_tokens(history[index])
+        if total > budget:
+            break
+        if isinstance(history[index], HumanMessage):
+            start = index
+    return history[start:]
+
+
+def load(stored: list[dict[str, Any]]) -> list[BaseMessage]:
+    return messages_from_dict(stored)
+
+
+def dump(messages: list[BaseMessage]) -> list[dict[str, Any]]:
+    return messages_to_dict(messages)

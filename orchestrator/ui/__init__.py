@@ -1,0 +1,94 @@
+"""The Gradio chat app (``python gradio_app.py`` / ``python -m orchestrator ui``).
+
+Importing this package is cheap: Gradio is imported when the app is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import TYPE_CHECKING, Any
+
+from ..errors import OrchestratorError, SpecError
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+    from ..engine import Orchestrator
+
+__all__ = ["add_ui_arguments", "build_app", "launch", "launch_from_args"]
+log = logging.getLogger(__name__)
+
+
+def add_ui_arguments(parser: argparse.ArgumentParser) -> None:
+    """The app's flags: what to load, which brain, and where to serve."""
+    from ..cli import add_common_arguments
+
+    add_common_arguments(parser)
+    parser.add_argument("--brain", default=None,
+                        help="openai, rules or hf:<model id or path> (default: openai when OPENAI_API_KEY or "
+                             "OPENAI_BASE_URL is set, else rules)")  # fmt: skip
+    parser.add_argument("--model", default=None, help="the LLM's model name (openai brain)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)"
+    )
+    parser.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
+    parser.add_argument(
+        "--auth", action="append", metavar="USER:PASSWORD", help="require a login (repeatable)"
+    )
+    parser.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
+    parser.add_argument("--concurrency", type=int, default=1, metavar="N",
+                        help="turns that may run at once per device the models use (default 1)")  # fmt: skip
+    parser.add_argument("--session-dir", metavar="DIR", help="where sessions keep their images")
+
+
+def parse_auth(values: list[str] | None) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values or []:
+        user, sep, password = value.partition(":")
+        if not sep or not user or not password:
+            raise SpecError(f"--auth '{value}' must look like user:password.")
+        pairs.append((user, password))
+    return pairs
+
+
+def make_orchestrator(args: argparse.Namespace) -> Orchestrator:
+    from ..engine import Orchestrator
+
+    return Orchestrator(args.load, weights=args.weights, model_dir=args.model_dir, max_vram=args.max_vram,
+                        brain=args.brain, model=args.model, session_root=args.session_dir)  # fmt: skip
+
+
+def launch_from_args(args: argparse.Namespace) -> int:
+    """Build the orchestrator (nothing loads yet), build the app and serve until stopped. An exit code."""
+    try:
+        auth = parse_auth(args.auth)
+        orchestrator = make_orchestrator(args)
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OrchestratorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    demo = build_app(orchestrator, per_device_concurrency=args.concurrency)
+    try:
+        launch(demo, orchestrator, host=args.host, port=args.port, auth=auth, share=args.share)
+    except OSError as exc:  # the port is taken, or the address cannot be bound
+        print(
+            f"error: cannot serve on {args.host}:{args.port} ({exc}); choose another --port.", file=sys.stderr
+        )
+        return 1
+    return 0
+
+
+def build_app(orchestrator: Orchestrator, **kwargs: Any) -> gr.Blocks:
+    from .app import build_app as build
+
+    return build(orchestrator, **kwargs)
+
+
+def launch(demo: gr.Blocks, orchestrator: Orchestrator, **kwargs: Any) -> Any:
+    from .app import launch as serve
+
+    return serve(demo, orchestrator, **kwargs)

@@ -1,0 +1,157 @@
+"""A scripted OpenAI-compatible server on 127.0.0.1, for tests that go through the real HTTP client.
+
+    from scripted_llm import ScriptedLLM, reply, tool_call, Response
+
+    with ScriptedLLM([tool_call("text2image", prompt="a cat"), reply("Here it is.")]) as llm:
+        orch = Orchestrator(..., brain="openai", brain_options={"base_url": llm.url})
+        session.chat("draw a cat")
+        llm.requests[1]["messages"][-1]   # what the client sent (parsed JSON)
+
+Each ``POST /v1/chat/completions`` takes the next item of the script:
+
+- a dict: a chat completion (``reply()``, ``tool_call()``, ``tool_calls()`` build them);
+- a ``Response(status, body, headers, delay)``: any status code, a Retry-After header, a slow answer;
+- a callable ``f(request) -> dict | Response``: an answer that depends on what was asked.
+
+When the script runs out the server answers HTTP 500 "script exhausted", which fails the test
+visibly. ``GET /v1/models`` lists the one model. Streaming is not implemented.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+MODEL = "scripted-model"
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: Any = None  # a dict is sent as JSON, a str as it is
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds to wait before answering
+
+
+def completion(message: dict[str, Any], finish_reason: str = "stop") -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": MODEL,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
+
+
+def reply(text: str) -> dict[str, Any]:
+    """The model answers with text."""
+    return completion({"role": "assistant", "content": text})
+
+
+def tool_calls(*calls: tuple[str, dict[str, Any] | str], content: str | None = None) -> dict[str, Any]:
+    """The model calls tools: (name, arguments) pairs; a str is sent as the raw arguments (e.g. broken JSON)."""
+    raw = [
+        {
+            "id": f"call_{uuid.uuid4().hex[:10]}",
+            "type": "function",
+            "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)},
+        }
+        for name, args in calls
+    ]
+    return completion({"role": "assistant", "content": content, "tool_calls": raw}, "tool_calls")
+
+
+def tool_call(name: str, **args: Any) -> dict[str, Any]:
+    """The model calls one tool with these arguments."""
+    return tool_calls((name, args))
+
+
+def last_tool_output(request: dict[str, Any]) -> str:
+    """The content of the last tool message the client sent (to script answers that name new images)."""
+    return next(m["content"] for m in reversed(request["messages"]) if m["role"] == "tool")
+
+
+class ScriptedLLM:
+    def __init__(self, script: Iterable[dict[str, Any] | Response | Callable[[dict[str, Any]], Any]] = ()):
+        self.script = list(script)
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def add(self, *items: Any) -> None:
+        with self._lock:
+            self.script.extend(items)
+
+    def __enter__(self) -> ScriptedLLM:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _next(self, request: dict[str, Any]) -> Response:
+        with self._lock:
+            self.requests.append(request)
+            item = (
+                self.script.pop(0)
+                if self.script
+                else Response(500, {"error": {"message": "script exhausted"}})
+            )
+        if callable(item):
+            item = item(request)
+        return item if isinstance(item, Response) else Response(200, item)
+
+
+def _handler(llm: ScriptedLLM) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                request = json.loads(self.rfile.read(length) or b"{}")
+            except ValueError:
+                request = {}
+            if not self.path.rstrip("/").endswith("/chat/completions"):
+                return self._send(Response(404, {"error": {"message": f"no route {self.path}"}}))
+            self._send(llm._next(request))
+
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path.rstrip("/").endswith("/models"):
+                return self._send(
+                    Response(200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]})
+                )
+            self._send(Response(404, {"error": {"message": f"no route {self.path}"}}))
+
+        def _send(self, response: Response) -> None:
+            if response.delay:
+                time.sleep(response.delay)
+            body = response.body if isinstance(response.body, str) else json.dumps(response.body or {})
+            data = body.encode()
+            try:
+                self.send_response(response.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in response.headers.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
+                pass
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
