@@ -55,7 +55,8 @@ def run_turn(session: Session, text: str, images: Sequence[Any] = (), language: 
     human = HumanMessage("\n".join([*lines, text]).strip())
     turn = TurnInfo(text, language, uploads=tuple(result.images))
     new: list[BaseMessage] = [human]
-    reply = yield from _steps(session, holder, new, turn, result, deadline)
+    reply = (yield from _steps(session, holder, new, turn, result, deadline)).strip()
+    reply = reply or message("empty_reply", language)
     if len(new) > 1:  # a turn the brain never answered is not history
         if not isinstance(new[-1], AIMessage) or new[-1].tool_calls:
             new.append(AIMessage(reply))  # a stopped turn still leaves a valid history
@@ -90,7 +91,7 @@ def _steps(session: Session, holder: LazyBrain, new: list[BaseMessage], turn: Tu
             if not calls:
                 return str(ai.content)
             for call in calls:
-                record = yield from _call(session, call, result, deadline)
+                record = yield from _call(session, call, result, deadline, config.max_tool_calls)
                 status = "error" if record.error else "success"
                 new.append(
                     ToolMessage(record.output, tool_call_id=call["id"], name=call["name"], status=status)
@@ -106,14 +107,20 @@ def _steps(session: Session, holder: LazyBrain, new: list[BaseMessage], turn: Tu
     return result.error
 
 
-def _call(session: Session, call: dict[str, Any], result: TurnResult, deadline: float) -> Steps:
+def _call(session: Session, call: dict[str, Any], result: TurnResult, deadline: float, limit: int) -> Steps:
     """Run one tool call from the brain; a call that cannot run is recorded with its reason."""
     name, args = call["name"], call["args"]
-    if call.get("type") == "invalid_tool_call" or time.monotonic() >= deadline:
+    if call.get("type") == "invalid_tool_call":
         tool = session.orchestrator.tools.get(name)
         example = json.dumps({p.name: "..." for p in tool.params if p.required} if tool else {})
-        error = (message("bad_arguments", tool=name, reason=call.get("error") or "?", example=example)
-                 if call.get("type") == "invalid_tool_call" else message("tool_skipped"))  # fmt: skip
+        error = message("bad_arguments", tool=name, reason=call.get("error") or "?", example=example)
+    elif time.monotonic() >= deadline:
+        error = message("tool_skipped")
+    elif len(result.tool_calls) >= limit:
+        error = message("too_many_tool_calls", limit=limit)
+    else:
+        error = None
+    if error:
         record = ToolCall(
             name, {"_raw": args} if isinstance(args, str) else dict(args), f"Error: {error}", error=error
         )

@@ -205,3 +205,15 @@ def test_full_disk_when_saving_is_a_clear_error_and_nothing_is_lost(tmp_path, mo
     assert store.names() == [first] and store.open(first).size == (512, 512)
     assert [p.name for p in (tmp_path / "image").iterdir()] == [first.removeprefix("image/")]
     assert os.path.getsize(tmp_path / "lineage.json") > 0
+
+
+@FAST
+@given(argv=st.lists(st.one_of(st.sampled_from(["plan", "tools", "--load", "--max-vram", "--json", "--weights",
+                                                 "tiny", "Text2Image_cpu", "cuda:0=1GiB", "--model-dir", "-v"]),
+                               st.text(max_size=20)), max_size=6))  # fmt: skip
+def test_random_command_lines_exit_0_1_or_2(argv, capsys):
+    from orchestrator.cli import main
+
+    assert main(argv) in (0, 1, 2)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err

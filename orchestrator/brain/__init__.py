@@ -77,6 +77,7 @@ class BrainConfig:
     request_timeout: float = 120.0  # seconds for one LLM request
     max_retries: int = 2  # retries of one request (429 with Retry-After, 5xx, dropped connections)
     max_steps: int = 8  # model calls per user turn
+    max_tool_calls: int = 16  # tool calls per user turn (a model asking for 50 at once gets 16 run)
     turn_seconds: float = 600.0  # wall-clock limit per user turn
     history_tokens: int = 6000  # earlier turns kept for the model (estimated tokens)
     max_new_tokens: int = 512  # hf: tokens generated per step
