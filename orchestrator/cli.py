@@ -29,6 +29,30 @@ def add_common_arguments(parser: argparse.ArgumentParser, load_required: bool = 
                         help="no CUDA-graph replay in the diffusion tools (eager, as diffusers runs them)")  # fmt: skip
 
 
+def add_brain_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--brain", default=None, metavar="BRAIN",
+                        help="openai | rules | hf:<model id or folder> (default: openai when OPENAI_API_KEY or "
+                             "OPENAI_BASE_URL is set, else rules)")  # fmt: skip
+    parser.add_argument("--model", default=None, metavar="NAME", help="the openai brain's model name")
+    parser.add_argument(
+        "--quant", choices=("int8", "int4"), help="quantize an hf: brain (bitsandbytes, CUDA)"
+    )
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="let an hf: brain run its repository's code"
+    )
+    parser.add_argument("--session-dir", metavar="DIR", help="where sessions keep their images")
+
+
+def orchestrator_from_args(args: argparse.Namespace, session_root: str | None = None):
+    """The Orchestrator the common and brain flags describe (nothing loads yet)."""
+    from .engine import Orchestrator
+
+    return Orchestrator(args.load, weights=args.weights, model_dir=args.model_dir, max_vram=args.max_vram,
+                        brain=args.brain, model=args.model, quant=args.quant,
+                        trust_remote_code=args.trust_remote_code, fast=args.fast,
+                        session_root=session_root)  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="visual-orchestrator", description="A chat agent that sees and draws."
@@ -70,8 +94,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.WARNING)
     if args.command in ("run", "ui"):  # per-file loading bars are noise in a chat; downloads keep theirs
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    if getattr(args, "fast", True) is False:  # read by foundation_models/fast_unet.py
-        os.environ["VISUAL_ORCHESTRATOR_FAST"] = "0"
     try:
         if args.command == "plan":
             return plan_command(args)

@@ -32,41 +32,29 @@ log = logging.getLogger(__name__)
 
 
 def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
-    from .cli import add_common_arguments  # --load, --max-vram, --weights, --model-dir, --no-fast
+    from .cli import add_brain_arguments, add_common_arguments
 
     parser = subparsers.add_parser("run", help="chat from the command line: one turn per MESSAGE",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("message", nargs="+", metavar="MESSAGE", help="one user turn each, in order")
     add_common_arguments(parser)
-    parser.add_argument("--brain", default=None, metavar="BRAIN",
-                        help="openai | rules | hf:<model id or folder> (default: openai when OPENAI_API_KEY or "
-                             "OPENAI_BASE_URL is set, else rules)")  # fmt: skip
-    parser.add_argument("--model", default=None, metavar="NAME", help="the openai brain's model name")
-    parser.add_argument(
-        "--quant", choices=("int8", "int4"), help="quantize an hf: brain (bitsandbytes, CUDA)"
-    )
-    parser.add_argument(
-        "--trust-remote-code", action="store_true", help="let an hf: brain run its repository's code"
-    )
+    add_brain_arguments(parser)
     parser.add_argument(
         "--image", action="append", default=[], metavar="PATH", help="upload before the first turn"
     )
-    parser.add_argument("--session-dir", metavar="DIR", help="where the session's images are written")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a transcript")
     parser.set_defaults(handler=run_command)
     return parser
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from .engine import Orchestrator
+    from .cli import orchestrator_from_args
 
     for path in args.image:
         if not Path(path).is_file():
             return _fail(2, f"--image {path}: there is no such file.")
     try:
-        orchestrator = Orchestrator(args.load, weights=args.weights, model_dir=args.model_dir, max_vram=args.max_vram,
-                                    brain=args.brain, model=args.model, quant=args.quant,
-                                    trust_remote_code=args.trust_remote_code, fast=getattr(args, "fast", True))  # fmt: skip
+        orchestrator = orchestrator_from_args(args)
         session = orchestrator.new_session(args.session_dir)
     except (SpecError, BrainError) as exc:
         return _fail(2, str(exc))

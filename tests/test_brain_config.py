@@ -74,7 +74,7 @@ def test_prompts_exist_in_both_languages_and_state_the_rules():
         prompt = system_prompt(language, ["image/1a2b3c4d.png", "image/5e6f7a8b.png"])
         assert needle in prompt and prompt.count("image/5e6f7a8b.png") == 2  # listed, and named newest
     messages = yaml.safe_load(load_prompt("messages.yaml"))
-    model_facing = {"bad_arguments", "tool_skipped"}
+    model_facing = {"bad_arguments", "tool_skipped", "too_many_tool_calls"}
     assert all("en" in m and ("zh" in m or key in model_facing) for key, m in messages.items())
     assert (prompts_dir() / "react.md").is_file() and (prompts_dir() / "rules.yaml").is_file()
 

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from orchestrator.cards import load_cards
 from orchestrator.cli import main
 
 
@@ -24,7 +25,10 @@ def test_plan_prints_placement_and_vram_without_loading():
     assert lines[0].split()[:3] == ["model", "device", "own"]
     assert any(line.startswith("CannyText2Image") and "sd15_base" in line for line in lines)
     device_row = next(line for line in lines if line.startswith("cpu "))
-    assert device_row.split()[1:3] == ["3", "3,349"]  # 494 + 722 + one SD1.5 base (2,133)
+    cards = load_cards()
+    expected = cards["ImageCaptioning"].vram_mb + cards["CannyText2Image"].vram_mb
+    expected += sum(cards.groups["sd15_base"].components.values())  # one SD1.5 base for both SD cards
+    assert device_row.split()[1:3] == ["3", f"{expected:,}"]
     assert "torch" not in result.stderr
 
 

@@ -10,7 +10,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ..errors import OrchestratorError, SpecError
+from ..errors import SpecError
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -23,13 +23,10 @@ log = logging.getLogger(__name__)
 
 def add_ui_arguments(parser: argparse.ArgumentParser) -> None:
     """The app's flags: what to load, which brain, and where to serve."""
-    from ..cli import add_common_arguments
+    from ..cli import add_brain_arguments, add_common_arguments
 
     add_common_arguments(parser)
-    parser.add_argument("--brain", default=None,
-                        help="openai, rules or hf:<model id or path> (default: openai when OPENAI_API_KEY or "
-                             "OPENAI_BASE_URL is set, else rules)")  # fmt: skip
-    parser.add_argument("--model", default=None, help="the LLM's model name (openai brain)")
+    add_brain_arguments(parser)
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)"
     )
@@ -40,7 +37,6 @@ def add_ui_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
     parser.add_argument("--concurrency", type=int, default=1, metavar="N",
                         help="turns that may run at once per device the models use (default 1)")  # fmt: skip
-    parser.add_argument("--session-dir", metavar="DIR", help="where sessions keep their images")
 
 
 def parse_auth(values: list[str] | None) -> list[tuple[str, str]]:
@@ -53,24 +49,14 @@ def parse_auth(values: list[str] | None) -> list[tuple[str, str]]:
     return pairs
 
 
-def make_orchestrator(args: argparse.Namespace) -> Orchestrator:
-    from ..engine import Orchestrator
-
-    return Orchestrator(args.load, weights=args.weights, model_dir=args.model_dir, max_vram=args.max_vram,
-                        brain=args.brain, model=args.model, session_root=args.session_dir)  # fmt: skip
-
-
 def launch_from_args(args: argparse.Namespace) -> int:
-    """Build the orchestrator (nothing loads yet), build the app and serve until stopped. An exit code."""
-    try:
-        auth = parse_auth(args.auth)
-        orchestrator = make_orchestrator(args)
-    except SpecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OrchestratorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    """Build the orchestrator (nothing loads yet), build the app and serve until stopped. An exit code.
+
+    A bad spec or --auth raises SpecError (exit 2 in orchestrator.cli.main)."""
+    from ..cli import orchestrator_from_args
+
+    auth = parse_auth(args.auth)
+    orchestrator = orchestrator_from_args(args, session_root=args.session_dir)
     demo = build_app(orchestrator, per_device_concurrency=args.concurrency)
     try:
         launch(demo, orchestrator, host=args.host, port=args.port, auth=auth, share=args.share)
