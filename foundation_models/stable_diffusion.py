@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .fast_unet import fast_enabled, graphed, release
+from .fast_unet import denoisers, fast_enabled, fast_pipeline, release
 
 log = logging.getLogger(__name__)
 
@@ -125,17 +125,14 @@ class _Pipeline:
         self.fast = fast_enabled(fast)  # CUDA-graph replay of the denoiser (fast_unet.py)
 
     def to(self, device: str) -> None:
-        release(self._denoisers())  # captured graphs hold the old device addresses
+        release(denoisers(self.pipe))  # captured graphs hold the old device addresses
         for module in self.own.values():
             module.to(device)
-
-    def _denoisers(self) -> list[Any]:
-        return [m for m in (getattr(self.pipe, "unet", None), getattr(self.pipe, "controlnet", None)) if m is not None]
 
     def _run(self, steps: int, seed: int, progress: ProgressFn | None, **kwargs: Any) -> Any:
         import torch
 
-        with torch.inference_mode(), graphed(self._denoisers(), enabled=self.fast):
+        with torch.inference_mode(), fast_pipeline(self.pipe, enabled=self.fast):
             return self.pipe(
                 num_inference_steps=steps,
                 generator=generator(seed),
@@ -176,7 +173,9 @@ def load(ctx: Any) -> _Pipeline:
     pipe = StableDiffusionInpaintPipeline(
         unet=own["unet"], **parts, scheduler=load_scheduler(path, scheduler_name), **common
     )
-    return Inpainting(_quiet(pipe), {k: v for k, v in own.items() if hasattr(v, "to")}, fast=ctx.options.get("fast"))
+    return Inpainting(
+        _quiet(pipe), {k: v for k, v in own.items() if hasattr(v, "to")}, fast=ctx.options.get("fast")
+    )
 
 
 def _quiet(pipe: Any) -> Any:

@@ -57,7 +57,9 @@ class Denoiser(torch.nn.Module):
         super().__init__()
         self.proj = torch.nn.Linear(8, 8)
 
-    def forward(self, sample, timestep, encoder_hidden_states=None, residuals=None, scale=1.0, return_dict=True):
+    def forward(
+        self, sample, timestep, encoder_hidden_states=None, residuals=None, scale=1.0, return_dict=True
+    ):
         out = self.proj(sample) * scale + timestep.float() + encoder_hidden_states.mean()
         if residuals is not None:
             out = out + sum(r.sum() for r in residuals)
@@ -175,3 +177,25 @@ def test_sd_pipeline_fast_and_eager_give_the_same_image(tmp_path):
         images.append(sd._run(2, 7, None, prompt="a cat", height=64, width=64, output_type="np"))
         assert "forward" not in pipe.unet.__dict__
     assert (images[0] == images[1]).all()
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_orchestrator_fast_flag_reaches_the_diffusion_tools(tmp_path, fast):
+    from orchestrator.engine import Orchestrator
+
+    orch = Orchestrator(
+        "Text2Image_cpu,InstructPix2Pix_cpu", weights="tiny", session_root=tmp_path, fast=fast
+    )
+    for card in ("Text2Image", "InstructPix2Pix"):
+        with orch.manager.use(card) as model:
+            assert model.fast is fast
+
+
+def test_cli_no_fast_turns_the_fast_path_off():
+    from orchestrator import cli
+
+    for argv, expected in ((["--no-fast"], False), ([], True)):
+        args = cli.build_parser().parse_args(
+            ["run", "--load", "Text2Image_cpu", "--weights", "tiny", *argv, "hi"]
+        )
+        assert cli.orchestrator_from_args(args).fast is expected

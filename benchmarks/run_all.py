@@ -1,0 +1,151 @@
+"""The whole benchmark in one run: the project against the TaskMatrix way, side by side, on one GPU.
+
+Builds full-size random checkpoints (benchmarks/weights.py), then measures VRAM per card and for the
+whole tool set, latency, same-seed agreement, cold start, first calls, budget mode and (CPU only, when
+LangChain is installed) the orchestrator's own overhead. Prints a table per section and writes
+docs/benchmarks.md plus a JSON of every number. A section that fails is reported and the run goes on.
+
+    python -m benchmarks.run_all --model-dir /tmp/weights --out docs/benchmarks.md --json results.json
+    python -m benchmarks.run_all --tiny --out /tmp/bench.md        # the CPU smoke run (tests/)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from . import overhead, sections_budget, sections_load, sections_speed
+from .context import Run, Settings
+from .report import render
+
+log = logging.getLogger(__name__)
+
+
+def _overhead(run: Run) -> None:
+    small = run.settings.tiny
+    result = overhead.measure(
+        sessions=2 if small else 20, turns=5 if small else 10, long_turns=10 if small else 100
+    )
+    run.value("overhead", result)
+    run.table(overhead.table(result))
+
+
+SECTIONS: dict[str, Callable[[Run], None]] = {
+    "weights": sections_load.weights,
+    "cold_start": sections_load.cold_start,
+    "ours": sections_load.ours_per_card,
+    "baseline": sections_load.baseline_load,
+    "latency": sections_speed.latency,
+    "agreement": sections_speed.agreement,
+    "variants": sections_speed.variants,
+    "budget": sections_budget.budget,
+    "overhead": _overhead,
+}
+NEEDS = {"latency": ("ours", "baseline"), "agreement": ("ours", "baseline"), "variants": ("ours", "baseline")}
+
+
+def meta(settings: Settings, models: bool = True) -> dict[str, str]:
+    import diffusers
+    import torch
+    import transformers
+
+    gpu = (
+        torch.cuda.get_device_name(0)
+        if torch.cuda.is_available()
+        else f"none (CPU: {platform.processor() or '?'})"
+    )
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": gpu,
+            "torch": torch.__version__, "CUDA": str(torch.version.cuda), "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version(),
+            "weights": "tiny (smoke run)" if settings.tiny else "full-size, random, fp16" if models else "none"}  # fmt: skip
+
+
+def run_sections(run: Run, names: list[str]) -> None:
+    done: set[str] = set()
+    for name in names:
+        missing = [n for n in NEEDS.get(name, ()) if n not in done]
+        if missing:
+            run.results["errors"][name] = f"skipped: needs {', '.join(missing)}"
+            continue
+        print(f"\n== {name} ({run.settings.left():.0f} s left)", flush=True)
+        started = time.perf_counter()
+        try:
+            SECTIONS[name](run)
+            done.add(name)
+        except Exception as exc:  # one broken section must not cost the others
+            traceback.print_exc()
+            run.results["errors"][name] = (
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+            )
+        run.value(f"section_s/{name}", time.perf_counter() - started)
+        run.save()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model-dir", type=Path, help="full-size checkpoints, DIR/org/name (built if missing)"
+    )
+    parser.add_argument("--tiny", action="store_true", help="tiny checkpoints and sizes (CPU smoke run)")
+    parser.add_argument("--device", default=None, help="cuda:0 (default when a GPU is there) or cpu")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per latency measurement")
+    parser.add_argument("--budget", default="8GiB", help="the --max-vram of the budget-mode section")
+    parser.add_argument(
+        "--time-limit", type=float, default=540, help="seconds; optional work is skipped near it"
+    )
+    parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated, in order")
+    parser.add_argument(
+        "--cards", default="", help="only these cards (comma-separated) and their dependencies"
+    )
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument("--json", type=Path, default=None, help="every number, as JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _quiet_libraries()
+    import torch
+
+    device = args.device or ("cuda:0" if torch.cuda.is_available() else "cpu")
+    if args.tiny:
+        from orchestrator.weights import cache_root
+
+        model_dir = cache_root() / "tiny"
+    elif args.model_dir is None:
+        parser.error("--model-dir is required for full-size weights (or pass --tiny)")
+    else:
+        model_dir = args.model_dir
+    settings = Settings(model_dir, device, args.tiny, args.repeats, args.budget, time.monotonic() + args.time_limit,
+                        args.json, tuple(c for c in args.cards.split(",") if c))  # fmt: skip
+    command = "python -m benchmarks.run_all " + " ".join(argv if argv is not None else sys.argv[1:])
+    run = Run(settings)
+    names = [n.strip() for n in args.sections.split(",") if n.strip()]
+    run.results["meta"] = meta(settings, models=names != ["overhead"])
+    run.value("budget", args.budget)
+    run_sections(run, names)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(render({**run.results, "meta": [run.results["meta"]]}, command), encoding="utf-8")
+    run.save()
+    return run.results
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+    except (ImportError, AttributeError):
+        pass
+
+
+if __name__ == "__main__":
+    main()

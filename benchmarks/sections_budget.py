@@ -1,0 +1,56 @@
+"""Item 7: every tool under a VRAM budget on one GPU, taking turns (LRU offload to CPU memory)."""
+
+from __future__ import annotations
+
+import tempfile
+
+from . import inputs
+from .context import Run
+from .measure import Table, free_cached, peak_mb, reserved_mb, reset_peak, seconds
+
+
+def budget(run: Run) -> None:
+    """Two passes over every tool with ``--max-vram DEVICE=8GiB``: the first loads, the second swaps back in."""
+    s = run.settings
+    run.orchestrator = run.session = run.baseline = None  # everything else leaves the GPU first
+    free_cached()
+    orch = run.new_orchestrator(max_vram=f"{s.device}={s.budget}")
+    session = orch.new_session(folder=tempfile.mkdtemp(prefix="vo-budget-"))
+    images = {"photo": session.upload(inputs.photo(s.size)), "mask": session.upload(inputs.mask(s.size))}
+    tools = {t.card: t for t in reversed(list(orch.tools.values()))}
+    order = [c for c in inputs.CARD_ORDER if c in tools]
+    timings: dict[str, list[tuple[float, float, str | None]]] = {card: [] for card in order}
+    reset_peak()
+    for _ in range(2):
+        for card in order:
+            tool = tools[card]
+            state = _state(orch, card)
+            swap_s, _ = seconds(lambda c=card: _touch(orch, c))
+            call_s, call = seconds(
+                lambda t=tool, i=images: session.call_tool(t.name, inputs.tool_args(t, i, s.size))
+            )
+            if call.images and not call.error:
+                images[tool.name] = call.images[0]
+            timings[card].append((swap_s, call_s, call.error, state))
+    table = Table(f"Budget mode: all {len(order)} tools on {s.device} with --max-vram {s.device}={s.budget}",
+                  ["card", "1st: load s", "1st: call s", "2nd: state before", "2nd: swap-in s", "2nd: call s",
+                   "error"],
+                  note="Each pass calls every tool once, in the order below; between two uses of a card the "
+                       "others push it out (LRU, offloaded to CPU memory), so the second pass shows swap-in "
+                       "times. Composite tools swap their dependencies in during the call.")  # fmt: skip
+    for card, ((load1, call1, err1, _), (swap2, call2, err2, state2)) in timings.items():
+        table.add(card, load1, call1, state2, swap2, call2, (err1 or err2 or "")[:80])
+    run.value("budget_peak_allocated_mb", peak_mb())
+    run.value("budget_reserved_mb", reserved_mb())
+    run.value("budget_errors", sum(1 for t in timings.values() for _, _, e, _ in t if e))
+    run.value("budget_swap_in_s", {card: t[1][0] for card, t in timings.items()})
+    run.table(table)
+
+
+def _state(orch: object, card: str) -> str:
+    return next((m.state for m in orch.manager.status() if m.card == card), "?")
+
+
+def _touch(orch: object, card: str) -> None:
+    with orch.manager.use(card):
+        pass

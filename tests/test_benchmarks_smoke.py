@@ -1,0 +1,58 @@
+"""The GPU benchmark's code on CPU with tiny checkpoints: every section runs and the report is written.
+
+The numbers mean nothing here (tiny models, CPU); what is tested is that `python -m benchmarks.run_all`
+goes through the project's real loading and tool paths and the baseline's, and reports what it measured.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("diffusers")
+pytest.importorskip("langchain_core")
+
+from benchmarks import run_all  # noqa: E402
+
+CARDS = "Image2Canny,Text2Image,CannyText2Image"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench")
+    sections = "weights,ours,baseline,latency,agreement,variants,budget,overhead"
+    run_all.main(["--tiny", "--device", "cpu", "--cards", CARDS, "--repeats", "1", "--sections", sections,
+                  "--out", str(folder / "benchmarks.md"), "--json", str(folder / "results.json")])  # fmt: skip
+    return (folder / "benchmarks.md").read_text(), json.loads((folder / "results.json").read_text())
+
+
+def test_every_section_ran_without_errors(report):
+    _, results = report
+    assert results["errors"] == {}
+    titles = " / ".join(t["title"] for t in results["tables"])
+    for expected in ("Shared components", "Per card", "Latency", "Same seed", "Variants", "Budget mode",
+                     "overhead per turn"):  # fmt: skip
+        assert expected in titles
+
+
+def test_each_card_was_called_cold_and_warm(report):
+    _, results = report
+    assert set(results["cards"]) == set(CARDS.split(","))
+    for card, record in results["cards"].items():
+        assert record["error"] is None, (card, record["error"])
+        assert record["first_run_s"] > 0 and record["warm_s"] > 0
+
+
+def test_ours_and_the_baseline_compute_the_same_image(report):
+    _, results = report
+    agreement = results["values"]["agreement/Text2Image: ours fast vs baseline"]
+    assert agreement["max"] < 1e-3, "same weights, scheduler and seed must give the same pixels"
+
+
+def test_the_report_has_the_summary_and_how_it_was_made(report):
+    markdown, _ = report
+    assert "Summary: ours against the TaskMatrix way" in markdown
+    assert "Text2Image 64², 2 steps" in markdown
+    assert "How these numbers are made" in markdown
+    assert "Command: `python -m benchmarks.run_all --tiny" in markdown
