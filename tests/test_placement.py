@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from orchestrator.cards import load_cards
-from orchestrator.devices import CPU, cuda_device
+from orchestrator.devices import CPU, cuda_device, detect_devices, nvidia_smi_devices
 from orchestrator.errors import PlacementError, SpecError
 from orchestrator.placement import make_plan
 from orchestrator.spec import LoadItem, parse_budgets, parse_load_spec
@@ -157,3 +159,40 @@ def test_dependencies_follow_the_composite():
     assert p.device_of("Segmenting") == "cuda:3"  # pulled in: the composite's device
     assert p.device_of("Inpainting") == "cuda:3"
     assert p.placements["Segmenting"].requested == "cuda:3"
+
+
+# -- reading the inventory ------------------------------------------------------------------------
+@pytest.fixture
+def fake_nvidia_smi(tmp_path, monkeypatch):
+    script = tmp_path / "nvidia-smi"
+    script.write_text("#!/bin/sh\nprintf '0, 81559, 80000\\n1, 81559, 1200\\n2, 24576, 24000\\n'\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    return script
+
+
+def test_gpus_are_read_from_nvidia_smi_without_torch(fake_nvidia_smi):
+    assert nvidia_smi_devices() == [cuda_device(0, 81559, 80000), cuda_device(1, 81559, 1200),
+                                    cuda_device(2, 24576, 24000)]  # fmt: skip
+    assert detect_devices()[0] == CPU
+
+
+@pytest.mark.parametrize(
+    ("visible", "expected"),
+    [
+        ("2,0", [(24576, 24000), (81559, 80000)]),
+        ("1", [(81559, 1200)]),
+        ("", []),
+        ("0,7,2", [(81559, 80000)]),
+    ],
+)
+def test_cuda_visible_devices_is_honoured(fake_nvidia_smi, monkeypatch, visible, expected):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert [(d.total_mb, d.free_mb) for d in nvidia_smi_devices()] == expected
+    assert [d.name for d in nvidia_smi_devices()] == [f"cuda:{i}" for i in range(len(expected))]
+
+
+def test_uuids_in_cuda_visible_devices_leave_the_mapping_to_torch(fake_nvidia_smi, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-8f3a")
+    assert nvidia_smi_devices() is None
