@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from scripted_llm import Response, ScriptedLLM, completion, reply, tool_call, tool_calls
+from served_app import served
 
 from orchestrator.engine import Orchestrator
 
@@ -126,22 +127,12 @@ def test_secrets_never_reach_the_logs_or_replies(llm, orch, caplog):
 
 
 def test_app_serves_only_session_images(orch, tmp_path):
-    pytest.importorskip("gradio_client")
-    import socket
-
-    from orchestrator.ui import build_app, launch
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     secret_file = tmp_path / "secret.txt"
     secret_file.write_text("top secret")
-    demo = build_app(orch)
-    launch(demo, orch, port=port, prevent_thread_lock=True, quiet=True)
-    try:
+    with served(orch) as base:
         for path in ("/etc/passwd", str(secret_file), "../../../../etc/passwd", "/proc/self/environ"):
             for route in ("gradio_api/file=", "file=", "gradio_api/file/"):
-                url = f"http://127.0.0.1:{port}/{route}{path}"
+                url = f"{base}{route}{path}"
                 try:
                     with urllib.request.urlopen(url, timeout=10) as response:
                         body = response.read()
@@ -149,5 +140,3 @@ def test_app_serves_only_session_images(orch, tmp_path):
                     assert err.code in (400, 403, 404, 405), (url, err.code)
                     continue
                 assert b"root:" not in body and b"top secret" not in body and b"OPENAI" not in body, url
-    finally:
-        demo.close()

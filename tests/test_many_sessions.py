@@ -4,13 +4,13 @@ with tiny weights and a scripted LLM server. No errors, no leak between sessions
 from __future__ import annotations
 
 import re
-import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from PIL import Image
 from scripted_llm import ScriptedLLM, last_tool_output, reply, tool_call
+from served_app import served
 
 from orchestrator.engine import Orchestrator
 
@@ -75,28 +75,17 @@ def test_twenty_sessions_chat_at_once_through_the_python_api(orch):
     assert loads["ImageCaptioning"] == 1  # uploads are captioned for the brain: also loaded once
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_twenty_clients_at_once_through_the_gradio_http_api(orch, tmp_path):
     pytest.importorskip("gradio_client")
     from gradio_client import Client, handle_file
 
-    from orchestrator.ui import build_app, launch
-
-    demo = build_app(orch)
-    port = free_port()
-    launch(demo, orch, port=port, prevent_thread_lock=True, quiet=True)
-    try:
+    with served(orch) as url:
         paths = []
         for i in range(SESSIONS):
             path = tmp_path / f"photo{i}.png"
             photo(i).save(path)
             paths.append(path)
-        clients = [Client(f"http://127.0.0.1:{port}/", verbose=False) for _ in range(SESSIONS)]
+        clients = [Client(url, verbose=False) for _ in range(SESSIONS)]
 
         def chat(i: int):
             message = {"text": "show me the edges", "files": [handle_file(str(paths[i]))]}
@@ -104,8 +93,6 @@ def test_twenty_clients_at_once_through_the_gradio_http_api(orch, tmp_path):
 
         with ThreadPoolExecutor(SESSIONS) as pool:
             results = list(pool.map(chat, range(SESSIONS)))
-    finally:
-        demo.close()
     made = []
     for _text, images, calls in results:
         assert [c["tool"] for c in calls] == ["image_captioning", "image2canny"], calls

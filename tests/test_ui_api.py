@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,16 +11,11 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from served_app import free_port, served
 
 pytest.importorskip("gradio_client")
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -29,19 +23,14 @@ def app(tmp_path_factory):
     """Every card on the CPU: the app must serve at once, loading only what a turn uses."""
     from orchestrator import Orchestrator
     from orchestrator.cards import load_cards
-    from orchestrator.ui import build_app, launch
 
     started = time.perf_counter()
     every_card = ",".join(f"{name}_cpu" for name in load_cards().names())
     orchestrator = Orchestrator(
         every_card, weights="tiny", brain="rules", session_root=tmp_path_factory.mktemp("s")
     )
-    demo = build_app(orchestrator)
-    port = free_port()
-    launch(demo, orchestrator, port=port, prevent_thread_lock=True, quiet=True)
-    serving = time.perf_counter() - started
-    yield f"http://127.0.0.1:{port}/", orchestrator, serving
-    demo.close()
+    with served(orchestrator) as url:
+        yield url, orchestrator, time.perf_counter() - started
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import io
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from served_app import served
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
@@ -27,24 +27,14 @@ NAME = re.compile(r"image/[0-9a-f]{8}\.png")
 TIMEOUT_MS = 90_000
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     from orchestrator import Orchestrator
-    from orchestrator.ui import build_app, launch
 
     orchestrator = Orchestrator(LOAD, weights="tiny", brain="rules",
                                 session_root=tmp_path_factory.mktemp("sessions"))  # fmt: skip
-    demo = build_app(orchestrator)
-    port = free_port()
-    launch(demo, orchestrator, port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    with served(orchestrator) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
