@@ -128,9 +128,12 @@ def fake_orchestrator(weights: str = "tiny", brain: str = "rules") -> SimpleName
     plan = SimpleNamespace(budget_of=lambda device: 8192 if device == "cuda:0" else None,
                            placements={s.card: SimpleNamespace(device=s.device) for s in statuses})  # fmt: skip
     tools = {"text2image": None, "image2canny": None}
+    from orchestrator.cards import load_cards
+
     return SimpleNamespace(
-        manager=manager, plan=plan, weights=weights, brain=SimpleNamespace(label=brain), tools=tools
-    )
+        manager=manager, plan=plan, weights=weights, brain=SimpleNamespace(label=brain), tools=tools,
+        cards=load_cards(), resolver=SimpleNamespace(model_dir=None),
+    )  # fmt: skip
 
 
 def test_models_panel_shows_device_state_and_vram_against_budget():
@@ -141,6 +144,7 @@ def test_models_panel_shows_device_state_and_vram_against_budget():
     assert "Tiny test weights" in html and "rules brain" in html
     plain = models_html(fake_orchestrator("hub", "openai"), Strings("zh"))
     assert "Tiny" not in plain and "规则" not in plain and "已驻留" in plain
+    assert "权重" not in plain  # Image2Canny, the only card not loaded, reads no weights
 
 
 def test_concurrency_is_per_device_and_examples_follow_the_loaded_tools():
@@ -148,3 +152,20 @@ def test_concurrency_is_per_device_and_examples_follow_the_loaded_tools():
     assert turn_concurrency(orchestrator) == 2 and turn_concurrency(orchestrator, per_device=2) == 4
     texts = [sample[0]["text"] for sample in examples_for(orchestrator, Strings("en"))]
     assert texts == ["Draw a lighthouse on a cliff at sunset", "Show me the edges of the last image"]
+
+
+def test_models_panel_says_which_hub_weights_are_on_disk(tmp_path):
+    import shutil
+
+    from orchestrator.engine import Orchestrator
+    from orchestrator.weights import WeightResolver
+
+    sd15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    shutil.copytree(WeightResolver("tiny").resolve(sd15), tmp_path / "models" / sd15)
+    orch = Orchestrator("Text2Image_cpu,ImageCaptioning_cpu", weights="hub", model_dir=tmp_path / "models",
+                        brain="rules", session_root=tmp_path)  # fmt: skip
+    html = models_html(orch, Strings("en"))
+    text2image = html[html.index('data-card="Text2Image"') :].split('data-card="')[1]
+    captioning = html[html.index('data-card="ImageCaptioning"') :]
+    assert "weights on disk (" in text2image
+    assert "weights not downloaded: python -m orchestrator download --load ImageCaptioning_cpu" in captioning

@@ -53,11 +53,30 @@ def models_html(orchestrator: Orchestrator, strings: Strings) -> str:
     statuses = orchestrator.manager.status()
     parts = [f'<div class="vo-note">{escape(note)}</div>' for note in notes(orchestrator, strings)]
     parts.append(_devices(orchestrator, statuses, strings))
-    parts += [_card(status, strings) for status in statuses]
+    weights = weights_lines(orchestrator, [s.card for s in statuses if s.state == "not loaded"], strings)
+    parts += [_card(status, strings, weights.get(status.card, "")) for status in statuses]
     return f'<div class="vo-models">{"".join(parts)}</div>'
 
 
-def _card(status: ModelStatus, strings: Strings) -> str:
+def weights_lines(orchestrator: Orchestrator, cards: list[str], strings: Strings) -> dict[str, str]:
+    """For cards not loaded yet, with hub weights: are their checkpoints on disk (``weights`` command's answer)."""
+    if orchestrator.weights != "hub" or not cards:
+        return {}
+    from ..cli_weights import human
+    from ..download import readiness
+
+    out = {}
+    for status in readiness(orchestrator.cards, cards, orchestrator.resolver.model_dir):
+        if not status.checkpoints:  # Canny and the composites read no weights of their own
+            continue
+        if status.ready:
+            out[status.card] = strings.format("weights_ready", size=human(status.size_bytes))
+        else:
+            out[status.card] = strings.format("weights_missing", card=status.card)
+    return out
+
+
+def _card(status: ModelStatus, strings: Strings, weights: str = "") -> str:
     state = strings[STATE_KEYS.get(status.state, "state_not_loaded")]
     used = f"{status.vram_mb:,}"
     if status.budget_mb:
@@ -71,7 +90,9 @@ def _card(status: ModelStatus, strings: Strings) -> str:
         f'<div class="vo-card vo-state-{css_state}" data-card="{escape(status.card)}" data-state="{escape(status.state)}">'
         f'<div class="vo-head"><span class="vo-name">{escape(status.card)}</span>'
         f'<span class="vo-badge">{escape(state)}</span></div>'
-        f'<div class="vo-sub">{escape(status.device)} · {escape(vram)}</div>{bar}</div>'
+        f'<div class="vo-sub">{escape(status.device)} · {escape(vram)}</div>'
+        + (f'<div class="vo-sub vo-weights">{escape(weights)}</div>' if weights else "")
+        + f"{bar}</div>"
     )
 
 
