@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .stable_diffusion import ProgressFn, _Pipeline, _quiet, load_scheduler, weights_variant
+from .stable_diffusion import ProgressFn, _Pipeline, _quiet, fast_options, load_scheduler, weights_variant
 
 
 class ControlNetText2Image(_Pipeline):
@@ -32,4 +32,4 @@ def load(ctx: Any) -> ControlNetText2Image:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    return ControlNetText2Image(_quiet(pipe), {"controlnet": controlnet}, fast=ctx.options.get("fast"))
+    return ControlNetText2Image(_quiet(pipe), {"controlnet": controlnet}, **fast_options(ctx))

@@ -1,23 +1,35 @@
-"""Fast diffusion steps: CUDA-graph replay of the UNet and ControlNet forward, captured on first use.
+"""Fast diffusion steps: CUDA-graph replay of the UNet, ControlNet and VAE decoder, then of their compiled forward.
 
 SD1.5 at 512² on a large GPU is bound by kernel launches, not arithmetic: the eager UNet launches about a
-thousand small kernels per step and the GPU waits for the CPU (on an H200, 45 ms per guided step eager,
-12 ms replayed; docs/benchmarks.md). A CUDA graph records one forward's kernels once and replays them
-with a single launch. Each input signature (shapes, dtypes, flags such as the
-ControlNet scale) gets its own graph: the first call with a signature runs eager (it also warms cuDNN and
-cuBLAS up), the second captures the graph (a fraction of a second, no compilation), the rest replay it. So
-nothing blocks start-up, nothing needs a cache across restarts, and the eager path answers every call
-until its graph exists, whenever capture fails (logged once), off CUDA, and with gradients on.
+thousand small kernels per step and the GPU waits for the CPU (on an H200, 31 ms per guided step eager,
+12 ms replayed, 7 ms replayed once compiled; docs/benchmarks.md). Three tiers, per input signature
+(shapes, dtypes, flags such as the ControlNet scale):
 
-Turn it off with ``fast: false`` in a card's options (``Orchestrator(fast=False)``, ``--no-fast``) or
-``VISUAL_ORCHESTRATOR_FAST=0``. Graphs read the weights at fixed addresses: moving a module (offloading
-under a VRAM budget) must drop them (``release``), and a changed weight address drops them as well.
+1. The first call runs eager (it also warms cuDNN and cuBLAS up).
+2. The second captures a CUDA graph of the eager forward (a fraction of a second, no compilation): one
+   launch per step from then on. It also hands the module to a background thread that compiles it with
+   ``torch.compile`` (inductor: fused, channels-last kernels) for this signature — about a minute the
+   first time on a cold cache, about 13 s after a restart (inductor's on-disk cache, kept under
+   ``$VISUAL_ORCHESTRATOR_CACHE/inductor``). Calls keep replaying the eager graph meanwhile.
+3. Once compiled, the next call captures a graph of the compiled forward and the rest replay it.
+
+So nothing blocks start-up or a call, and the eager path answers every call until a graph exists,
+whenever capture or compilation fails (logged once), off CUDA, and with gradients on. Modules that gain
+nothing from tier 2 (the VAE decoder: one big call per image) skip it and wait for tier 3.
+
+Turn it all off with ``fast: false`` in a card's options (``Orchestrator(fast=False)``, ``--no-fast``) or
+``VISUAL_ORCHESTRATOR_FAST=0``; keep the graphs but not the compiler with ``compile: false``
+(``--no-compile``, ``VISUAL_ORCHESTRATOR_COMPILE=0``). Graphs read the weights at fixed addresses: moving a
+module (offloading under a VRAM budget) must drop them (``release``), and a changed weight address drops
+them as well; the compiled forward survives a round trip to the CPU and back.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,22 +38,34 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 ENV_FLAG = "VISUAL_ORCHESTRATOR_FAST"
+COMPILE_FLAG = "VISUAL_ORCHESTRATOR_COMPILE"
 MAX_GRAPHS = 8  # signatures per module; more than that (a varying size every call) stay eager
 _RUNNER = "_visual_orchestrator_graphs"
 _MISSING = object()
 
 
+def _env_on(name: str) -> bool:
+    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def fast_enabled(flag: bool | None = None) -> bool:
     """The card's ``fast`` option when it is set, else the environment (on unless VISUAL_ORCHESTRATOR_FAST=0)."""
-    if flag is not None:
-        return bool(flag)
-    return os.environ.get(ENV_FLAG, "1").strip().lower() not in ("0", "false", "no", "off")
+    return bool(flag) if flag is not None else _env_on(ENV_FLAG)
+
+
+def compile_enabled(flag: bool | None = None) -> bool:
+    """The card's ``compile`` option when set, else the environment (on unless VISUAL_ORCHESTRATOR_COMPILE=0)."""
+    return bool(flag) if flag is not None else _env_on(COMPILE_FLAG)
 
 
 @contextmanager
-def fast_pipeline(pipe: Any, enabled: bool = True) -> Iterator[None]:
-    """Within the block, the pipeline's UNet and ControlNet replay CUDA graphs where they can."""
-    with graphed(denoisers(pipe), enabled):
+def fast_pipeline(pipe: Any, enabled: bool = True, compile: bool = True) -> Iterator[None]:
+    """Within the block, the pipeline's UNet, ControlNet and VAE decoder replay CUDA graphs where they can."""
+    compiler = background_compiler() if compile else None
+    with (
+        graphed(denoisers(pipe), enabled, compiler),
+        graphed(decoders(pipe), enabled, compiler, eager_graphs=False),
+    ):
         yield
 
 
@@ -50,13 +74,30 @@ def denoisers(pipe: Any) -> list[Any]:
     return [m for m in (getattr(pipe, "unet", None), getattr(pipe, "controlnet", None)) if m is not None]
 
 
+def decoders(pipe: Any) -> list[Any]:
+    """The VAE's decoder: once per image, worth compiling, not worth a graph of its eager forward."""
+    decoder = getattr(getattr(pipe, "vae", None), "decoder", None)
+    return [decoder] if decoder is not None else []
+
+
+def fast_modules(pipe: Any) -> list[Any]:
+    """Every module whose graphs ``fast_pipeline`` may hold (what ``release`` takes before a move)."""
+    return denoisers(pipe) + decoders(pipe)
+
+
 @contextmanager
-def graphed(modules: Iterable[Any], enabled: bool = True) -> Iterator[None]:
-    """Within the block, calls to these modules (``torch.nn.Module``) replay CUDA graphs where they can."""
+def graphed(
+    modules: Iterable[Any], enabled: bool = True, compiler: BackgroundCompiler | None = None,
+    eager_graphs: bool = True,
+) -> Iterator[None]:  # fmt: skip
+    """Within the block, calls to these modules (``torch.nn.Module``) replay CUDA graphs where they can;
+    with a ``compiler``, graphs of their compiled forward once it is ready."""
     patched = []
     for module in modules if enabled else ():
         if _is_module(module) and "forward" not in module.__dict__:
-            module.forward = runner_for(module)  # an instance attribute shadows the class's forward
+            runner = runner_for(module)
+            runner.compiler, runner.eager_graphs = compiler, eager_graphs
+            module.forward = runner  # an instance attribute shadows the class's forward
             patched.append(module)
     try:
         yield
@@ -96,13 +137,27 @@ class GraphedForward:
         self.backend = backend or CudaGraphs()
         self.max_graphs = max_graphs
         self.graphs: dict[Any, Any] = {}  # signature -> captured graph, or None where capture failed
+        self.kinds: dict[Any, str] = {}  # signature -> "eager" or "compiled": which forward its graph holds
         self.seen: set[Any] = set()
         params = list(module.parameters())
         self._anchors = params[:: max(1, len(params) // 8)] + params[-1:]  # a few weights to notice moves
         self._weights: tuple | None = None
+        # Tier 3 (set by ``graphed``): the compiled forward, and the signatures it is warm for.
+        self.compiler: BackgroundCompiler | None = None
+        self.eager_graphs = True  # False: no graph of the eager forward, only of the compiled one
+        self.compiled: Callable[..., Any] | None = None
+        self.compiled_keys: set[Any] = set()
+        self.submitted: set[Any] = set()
+        self.compile_failed = False
+
+    @property
+    def name(self) -> str:
+        return type(self.eager.__self__).__name__
 
     def clear(self) -> None:
+        """Drop the graphs (the compiled forward stays: it reads the weights wherever they are)."""
         self.graphs.clear()
+        self.kinds.clear()
         self.seen.clear()
         self.backend.reset()
 
@@ -116,22 +171,67 @@ class GraphedForward:
             self.clear()
             self._weights = weights
         graph = self.graphs.get(key, _MISSING)
-        if graph is None:
-            return self.eager(*args, **kwargs)
-        if graph is not _MISSING:
-            return self.backend.replay(graph, leaves)
-        if key not in self.seen or len(self.graphs) >= self.max_graphs:
+        upgrade = key in self.compiled_keys and self.kinds.get(key) != "compiled"
+        if graph is not _MISSING and not upgrade:
+            return self.eager(*args, **kwargs) if graph is None else self.backend.replay(graph, leaves)
+        if key not in self.seen or (key not in self.graphs and len(self.graphs) >= self.max_graphs):
             self.seen.add(key)
+            if not self.eager_graphs:
+                self._submit(key, leaves, spec)
             return self.eager(*args, **kwargs)
+        if not upgrade and not self.eager_graphs:
+            return self.eager(*args, **kwargs)
+        return self._capture(key, leaves, spec, upgrade, graph, args, kwargs)
+
+    def _capture(self, key: Any, leaves: list[Any], spec: Any, upgrade: bool, graph: Any, args: tuple,
+                 kwargs: dict) -> Any:  # fmt: skip
+        """Capture a graph of the compiled forward (``upgrade``) or of the eager one, unless the background
+        compiler is working right now: capturing beside it is unsafe, so this call makes do without."""
+        lock = self.compiler.lock if self.compiler is not None else None
+        if lock is not None and not lock.acquire(blocking=False):
+            return (
+                self.eager(*args, **kwargs)
+                if graph is None or graph is _MISSING
+                else self.backend.replay(graph, leaves)
+            )
         try:
-            graph, result = self.backend.capture(self.eager, leaves, spec)
-        except Exception as exc:  # a module that cannot be captured still runs, eagerly
-            log.warning("CUDA graph capture of %s failed; it runs eagerly: %s", type(self.eager.__self__).__name__,
-                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)  # fmt: skip
-            self.graphs[key] = None
-            return self.eager(*args, **kwargs)
-        self.graphs[key] = graph
+            forward = self.compiled if upgrade and self.compiled is not None else self.eager
+            try:
+                captured, result = self.backend.capture(forward, leaves, spec)
+            except Exception as exc:  # a module that cannot be captured still runs, eagerly
+                log.warning("CUDA graph capture of %s failed; it runs eagerly: %s", self.name,
+                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)  # fmt: skip
+                if upgrade:  # keep the eager graph, never try the compiled one again
+                    self.compiled_keys.discard(key)
+                    return self.eager(*args, **kwargs) if graph is None or graph is _MISSING else self.backend.replay(
+                        graph, leaves)  # fmt: skip
+                self.graphs[key] = None
+                return self.eager(*args, **kwargs)
+            self.graphs[key] = captured
+            self.kinds[key] = "compiled" if forward is not self.eager else "eager"
+        finally:
+            if lock is not None:
+                lock.release()
+        if self.kinds[key] == "eager":
+            self._submit(key, leaves, spec)
         return result
+
+    def _submit(self, key: Any, leaves: list[Any], spec: Any) -> None:
+        if self.compiler is None or self.compile_failed or key in self.submitted:
+            return
+        self.submitted.add(key)
+        self.compiler.submit(self, key, leaves, spec)
+
+    def compile_for(self, key: Any, leaves: list[Any], spec: Any, compile_fn: Callable[..., Any]) -> None:
+        """Compile the forward and run it once on these inputs (in the compiler's thread); on success the
+        next call with this signature captures a graph of it."""
+        from torch.utils._pytree import tree_unflatten
+
+        if self.compiled is None:
+            self.compiled = compile_fn(self.eager)
+        args, kwargs = tree_unflatten(leaves, spec)
+        self.compiled(*args, **kwargs)
+        self.compiled_keys.add(key)
 
     def _signature(self, args: tuple, kwargs: dict) -> tuple[Any, list[Any], Any] | None:
         """(key, leaves, spec), or None when this call must run eagerly."""
@@ -154,6 +254,125 @@ class GraphedForward:
                     return None
                 key.append((type(leaf), leaf))
         return tuple(key), leaves, spec
+
+
+class BackgroundCompiler:
+    """One worker thread that compiles modules' forwards, one job at a time, while calls go on.
+
+    A job holds ``lock`` while it compiles; the callers never capture a graph while it is held (capture and
+    another thread's compilation on one GPU do not mix) and never call a compiled forward for a signature
+    it has not finished. ``compile_fn`` turns a forward into its compiled version (default: inductor).
+    """
+
+    def __init__(self, compile_fn: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None):
+        self.compile_fn = compile_fn or inductor_compile
+        self.lock = threading.RLock()
+        self._jobs: queue.Queue = queue.Queue()
+        self._pending = 0
+        self._idle = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, runner: GraphedForward, key: Any, leaves: list[Any], spec: Any) -> None:
+        """Queue a compile of ``runner``'s module for this signature, on copies of these inputs."""
+        import torch
+
+        example = [x.clone() if isinstance(x, torch.Tensor) else x for x in leaves]
+        ready = None
+        if any(isinstance(x, torch.Tensor) and x.is_cuda for x in example):
+            ready = torch.cuda.Event()
+            ready.record()  # the copies are made on this thread's stream; the worker waits for them
+        with self._idle:
+            self._pending += 1
+        self._jobs.put((runner, key, example, spec, ready, torch.is_inference_mode_enabled()))
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._work, name="visual-orchestrator-compile", daemon=True
+            )
+            self._thread.start()
+
+    def busy(self) -> bool:
+        return self._pending > 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every queued job is done (benchmarks and tests); False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()  # a daemon thread: it waits for work for as long as the process lives
+            try:
+                with self.lock:
+                    self._run(*job)
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    self._idle.notify_all()
+
+    def _run(self, runner: GraphedForward, key: Any, example: list[Any], spec: Any, ready: Any,
+             inference: bool) -> None:  # fmt: skip
+        import time
+
+        import torch
+
+        started = time.perf_counter()
+        device = next((x.device for x in example if isinstance(x, torch.Tensor) and x.is_cuda), None)
+        mode = torch.inference_mode() if inference else torch.no_grad()  # the callers' mode: no recompile
+        try:
+            if device is None:
+                with mode:
+                    runner.compile_for(key, example, spec, self.compile_fn)
+            else:
+                with torch.cuda.device(device), mode:
+                    stream = torch.cuda.Stream(device)
+                    if ready is not None:
+                        stream.wait_event(ready)
+                    with torch.cuda.stream(stream):
+                        runner.compile_for(key, example, spec, self.compile_fn)
+                    stream.synchronize()
+        except Exception as exc:  # the graphs of the eager forward keep serving
+            runner.compile_failed = True
+            log.warning("torch.compile of %s failed; it keeps the uncompiled fast path: %s", runner.name,
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)  # fmt: skip
+            return
+        log.info("compiled %s for %s in %.1f s", runner.name, _shapes(key), time.perf_counter() - started)
+
+
+def _shapes(key: Any) -> str:
+    return ", ".join(
+        "x".join(map(str, k[0])) for k in key[1:] if isinstance(k, tuple) and isinstance(k[0], tuple)
+    )
+
+
+_COMPILER: BackgroundCompiler | None = None
+_COMPILER_LOCK = threading.Lock()
+
+
+def background_compiler() -> BackgroundCompiler:
+    """The process's compiler (one worker thread for every module and device)."""
+    global _COMPILER
+    with _COMPILER_LOCK:
+        if _COMPILER is None:
+            _COMPILER = BackgroundCompiler()
+        return _COMPILER
+
+
+def inductor_cache_dir() -> str:
+    root = os.environ.get("VISUAL_ORCHESTRATOR_CACHE") or os.path.join("~", ".cache", "visual-orchestrator")
+    return os.path.join(os.path.expanduser(root), "inductor")
+
+
+def inductor_compile(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """``torch.compile`` with inductor, whole graph, static shapes; compiled code is cached on disk so a
+    restart takes seconds instead of a minute (TORCHINDUCTOR_CACHE_DIR, when set, wins)."""
+    import torch
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", inductor_cache_dir())
+    config = torch._dynamo.config
+    for limit in ("recompile_limit", "cache_size_limit"):  # one entry per module and signature
+        if hasattr(config, limit):
+            setattr(config, limit, max(getattr(config, limit), 8 * MAX_GRAPHS))
+    return torch.compile(forward, fullgraph=True, dynamic=False)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from .stable_diffusion import (
     ProgressFn,
     _Pipeline,
     _quiet,
+    fast_options,
     load_pipeline_component,
     load_scheduler,
     shared_or_own,
@@ -41,4 +42,4 @@ def load(ctx: Any) -> InstructPix2Pix:
         requires_safety_checker=False,
     )
     own_modules = {k: v for k, v in own.items() if hasattr(v, "to")}
-    return InstructPix2Pix(_quiet(pipe), own_modules, fast=ctx.options.get("fast"))
+    return InstructPix2Pix(_quiet(pipe), own_modules, **fast_options(ctx))

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .fast_unet import denoisers, fast_enabled, fast_pipeline, release
+from .fast_unet import compile_enabled, fast_enabled, fast_modules, fast_pipeline, release
 
 log = logging.getLogger(__name__)
 
@@ -119,20 +119,21 @@ def step_callback(progress: ProgressFn | None, total: int) -> Callable[..., dict
 class _Pipeline:
     """A diffusers pipeline plus the modules this card owns (moved by ``to``; shared ones are not)."""
 
-    def __init__(self, pipe: Any, own: dict[str, Any], fast: bool | None = None):
+    def __init__(self, pipe: Any, own: dict[str, Any], fast: bool | None = None, compile: bool | None = None):
         self.pipe = pipe
         self.own = own
-        self.fast = fast_enabled(fast)  # CUDA-graph replay of the denoiser (fast_unet.py)
+        self.fast = fast_enabled(fast)  # CUDA-graph replay of the denoiser and decoder (fast_unet.py)
+        self.compile = compile_enabled(compile)  # ... of their compiled forward, compiled in the background
 
     def to(self, device: str) -> None:
-        release(denoisers(self.pipe))  # captured graphs hold the old device addresses
+        release(fast_modules(self.pipe))  # captured graphs hold the old device addresses
         for module in self.own.values():
             module.to(device)
 
     def _run(self, steps: int, seed: int, progress: ProgressFn | None, **kwargs: Any) -> Any:
         import torch
 
-        with torch.inference_mode(), fast_pipeline(self.pipe, enabled=self.fast):
+        with torch.inference_mode(), fast_pipeline(self.pipe, enabled=self.fast, compile=self.compile):
             return self.pipe(
                 num_inference_steps=steps,
                 generator=generator(seed),
@@ -166,16 +167,19 @@ def load(ctx: Any) -> _Pipeline:
     if "inpainting" not in ctx.card.checkpoints:
         parts = {n: ctx.component("sd15_base", n) for n in ("unet", "vae", "text_encoder", "tokenizer")}
         pipe = StableDiffusionPipeline(**parts, scheduler=load_scheduler(base, scheduler_name), **common)
-        return Text2Image(_quiet(pipe), {}, fast=ctx.options.get("fast"))
+        return Text2Image(_quiet(pipe), {}, **fast_options(ctx))
     path = ctx.checkpoint("inpainting")
     own = {"unet": load_pipeline_component(path, "unet", ctx.dtype, ctx.device)}
     parts = {n: shared_or_own(ctx, path, n, own) for n in ("vae", "text_encoder", "tokenizer")}
     pipe = StableDiffusionInpaintPipeline(
         unet=own["unet"], **parts, scheduler=load_scheduler(path, scheduler_name), **common
     )
-    return Inpainting(
-        _quiet(pipe), {k: v for k, v in own.items() if hasattr(v, "to")}, fast=ctx.options.get("fast")
-    )
+    return Inpainting(_quiet(pipe), {k: v for k, v in own.items() if hasattr(v, "to")}, **fast_options(ctx))
+
+
+def fast_options(ctx: Any) -> dict[str, Any]:
+    """The card's ``fast`` and ``compile`` options (None: the environment decides; fast_unet.py)."""
+    return {"fast": ctx.options.get("fast"), "compile": ctx.options.get("compile")}
 
 
 def _quiet(pipe: Any) -> Any:

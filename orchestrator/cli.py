@@ -27,6 +27,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, load_required: bool = 
     parser.add_argument("--model-dir", metavar="DIR", help="local checkpoints laid out as DIR/org/name")
     parser.add_argument("--no-fast", dest="fast", action="store_false",
                         help="no CUDA-graph replay in the diffusion tools (eager, as diffusers runs them)")  # fmt: skip
+    parser.add_argument("--no-compile", dest="compile", action="store_false",
+                        help="CUDA graphs of the eager forward only: no torch.compile in the background")  # fmt: skip
 
 
 def add_brain_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +51,7 @@ def orchestrator_from_args(args: argparse.Namespace, session_root: str | None = 
 
     return Orchestrator(args.load, weights=args.weights, model_dir=args.model_dir, max_vram=args.max_vram,
                         brain=args.brain, model=args.model, quant=args.quant,
-                        trust_remote_code=args.trust_remote_code, fast=args.fast,
+                        trust_remote_code=args.trust_remote_code, fast=args.fast, compile=args.compile,
                         session_root=session_root)  # fmt: skip
 
 

@@ -47,6 +47,7 @@ class Orchestrator:
         trust_remote_code: bool = False,
         brain_options: Mapping[str, Any] | None = None,
         fast: bool = True,  # False: no CUDA-graph replay in diffusion tools (--no-fast; foundation_models/fast_unet.py)
+        compile: bool = True,  # False: graphs of the eager forward only, no background torch.compile (--no-compile)
     ):
         # "openai" | "rules" | "hf:<id-or-path>" | None (openai when OPENAI_API_KEY/OPENAI_BASE_URL is set);
         # made on first chat. brain_options: other BrainConfig fields (max_steps, turn_seconds, ...).
@@ -61,6 +62,7 @@ class Orchestrator:
         self.plan: Plan = make_plan(self.cards, self.items, self.devices, budgets)
         self.weights = weights
         self.fast = fast
+        self.compile = compile
         self.resolver = WeightResolver(weights, model_dir)
         self.manager = ModelManager(self.cards, self.plan, self.resolver, families=families,
                                     options=self._card_options)  # fmt: skip
@@ -80,6 +82,8 @@ class Orchestrator:
             options.update(self.cards.tiny_overrides)
         if not self.fast:
             options["fast"] = False
+        if not self.compile:
+            options["compile"] = False
         return options
 
     def new_session(self, folder: str | Path | None = None) -> Session:

@@ -1,0 +1,199 @@
+"""The compiled tier of the fast path (fast_unet.py) on CPU: compiled in the background, then graphed.
+
+CUDA graphs and inductor's GPU kernels need a GPU (benchmarks/ measures them); here the FakeGraphs backend
+stands in for capture and replay, and a counting wrapper (or inductor's CPU backend) for the compiler, so
+the tiering is tested for real: which call runs eager, which graph holds which forward, that a failure
+keeps the faster path it had, and that every call gives the eager answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+
+import pytest
+import torch
+from test_fast_unet import Denoiser, FakeGraphs, call, expected
+
+from foundation_models import fast_unet
+from foundation_models.fast_unet import BackgroundCompiler, compile_enabled, graphed, release, runner_for
+
+
+class CountingCompile:
+    """A stand-in for torch.compile: the same function, counted; or a failure, like a missing compiler."""
+
+    def __init__(self, fail: bool = False):
+        self.fail, self.compiled, self.calls = fail, 0, 0
+
+    def __call__(self, forward):
+        if self.fail:
+            raise RuntimeError("Cannot find a working triton installation")
+        self.compiled += 1
+
+        def compiled(*args, **kwargs):
+            self.calls += 1
+            return forward(*args, **kwargs)
+
+        return compiled
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return Denoiser().eval()
+
+
+def run(model, compiler, ts, eager_graphs=True, wait_after=None):
+    outputs = []
+    with torch.inference_mode(), graphed([model], compiler=compiler, eager_graphs=eager_graphs):
+        for i, t in enumerate(ts):
+            outputs.append(call(model, t=t))
+            if wait_after is not None and i == wait_after:
+                assert compiler.wait(30), "the background compile never finished"
+    for t, out in zip(ts, outputs):
+        torch.testing.assert_close(out, expected(model, t=t))
+    return outputs
+
+
+def test_eager_graph_first_then_a_graph_of_the_compiled_forward(model):
+    backend, compile_fn = FakeGraphs(), CountingCompile()
+    runner = runner_for(model, backend)
+    compiler = BackgroundCompiler(compile_fn)
+    run(model, compiler, (9, 8, 7, 6, 5), wait_after=1)
+    key = next(iter(runner.graphs))
+    assert runner.kinds == {key: "compiled"}
+    assert compile_fn.compiled == 1, "one compile per module, whatever the number of calls"
+    # call 1 eager, call 2 captures the eager graph and queues the compile (which runs the compiled forward
+    # once), call 3 captures the compiled graph, calls 4-5 replay it
+    assert (backend.captures, backend.replays, compile_fn.calls) == (2, 2, 2 + 2)
+
+
+def test_without_a_compiler_the_eager_graph_stays(model):
+    backend = FakeGraphs()
+    runner = runner_for(model, backend)
+    run(model, None, (9, 8, 7, 6))
+    assert list(runner.kinds.values()) == ["eager"] and (backend.captures, backend.replays) == (1, 2)
+
+
+def test_decoder_skips_the_eager_graph_and_waits_for_the_compiled_one(model):
+    backend, compile_fn = FakeGraphs(), CountingCompile()
+    runner = runner_for(model, backend)
+    compiler = BackgroundCompiler(compile_fn)
+    run(model, compiler, (4, 4, 4, 4), eager_graphs=False, wait_after=0)
+    assert list(runner.kinds.values()) == ["compiled"]
+    assert (backend.captures, backend.replays) == (1, 2)
+
+
+def test_a_failed_compile_keeps_the_eager_graph_and_says_so_once(model, caplog):
+    backend = FakeGraphs()
+    runner = runner_for(model, backend)
+    compiler = BackgroundCompiler(CountingCompile(fail=True))
+    with caplog.at_level(logging.WARNING):
+        run(model, compiler, (3, 3, 3, 3, 3, 3), wait_after=1)
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "uncompiled fast path" in warnings[0].getMessage()
+    assert runner.compile_failed and list(runner.kinds.values()) == ["eager"]
+    assert backend.replays == 4, "the eager graph keeps replaying"
+
+
+def test_no_capture_while_the_compiler_works(model):
+    """Capturing a graph beside another thread's compilation is unsafe: the call runs without a new graph."""
+    backend = FakeGraphs()
+    runner = runner_for(model, backend)
+    compiler = BackgroundCompiler(CountingCompile())
+    held, done = threading.Event(), threading.Event()
+
+    def hold():
+        with compiler.lock:
+            held.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(5)
+    try:
+        run(model, compiler, (2, 2, 2))
+        assert backend.captures == 0 and runner.graphs == {}
+    finally:
+        done.set()
+        thread.join()
+    run(model, compiler, (2,))
+    assert backend.captures == 1
+
+
+def test_moving_the_weights_drops_graphs_but_keeps_the_compiled_forward(model):
+    backend, compile_fn = FakeGraphs(), CountingCompile()
+    runner = runner_for(model, backend)
+    compiler = BackgroundCompiler(compile_fn)
+    run(model, compiler, (5, 5, 5), wait_after=1)
+    release([model])  # what an offload to the CPU does first
+    assert runner.graphs == {} and runner.compiled_keys
+    captures = backend.captures
+    run(model, compiler, (5, 5, 5))
+    assert list(runner.kinds.values()) == ["compiled"] and backend.captures == captures + 1
+    assert compile_fn.compiled == 1, "no second compile after a move"
+
+
+def test_a_new_input_shape_gets_its_own_compile_in_the_background(model):
+    backend, compile_fn = FakeGraphs(), CountingCompile()
+    runner = runner_for(model, backend)
+    compiler = BackgroundCompiler(compile_fn)
+    with torch.inference_mode(), graphed([model], compiler=compiler):
+        for batch in (2, 3):
+            for _ in range(2):
+                call(model, batch=batch)
+        assert compiler.wait(30)
+        for batch in (2, 3):
+            out = call(model, batch=batch)
+    torch.testing.assert_close(out, expected(model, batch=3))
+    assert len(runner.compiled_keys) == 2 and set(runner.kinds.values()) == {"compiled"}
+
+
+def test_compile_flag_from_the_environment(monkeypatch):
+    monkeypatch.setenv(fast_unet.COMPILE_FLAG, "0")
+    assert compile_enabled(None) is False and compile_enabled(True) is True
+    monkeypatch.delenv(fast_unet.COMPILE_FLAG)
+    assert compile_enabled(None) is True and compile_enabled(False) is False
+
+
+def test_inductor_cache_lives_in_the_project_cache(monkeypatch, tmp_path):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("VISUAL_ORCHESTRATOR_CACHE", str(tmp_path))
+    fast_unet.inductor_compile(lambda x: x + 1)  # torch.compile is lazy: nothing compiles here
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "inductor")
+
+
+@pytest.mark.skipif(
+    not (shutil.which("gcc") or shutil.which("cc")), reason="inductor's CPU backend needs a C compiler"
+)
+def test_real_inductor_compile_in_the_background_gives_the_eager_answer(model, monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    backend = FakeGraphs()
+    runner = runner_for(model, backend)
+    compiler = BackgroundCompiler()  # torch.compile, inductor
+    run(model, compiler, (6, 5, 4, 3), wait_after=1)
+    assert not runner.compile_failed and list(runner.kinds.values()) == ["compiled"]
+    assert (tmp_path / "inductor").is_dir(), "compiled code is cached on disk for the next start"
+
+
+@pytest.mark.parametrize("compile", [True, False])
+def test_orchestrator_compile_flag_reaches_the_diffusion_tools(tmp_path, compile):
+    from orchestrator.engine import Orchestrator
+
+    orch = Orchestrator("Text2Image_cpu,CannyText2Image_cpu", weights="tiny", session_root=tmp_path,
+                        compile=compile)  # fmt: skip
+    for card in ("Text2Image", "CannyText2Image"):
+        with orch.manager.use(card) as model:
+            assert model.compile is compile
+
+
+def test_cli_no_compile():
+    from orchestrator import cli
+
+    for argv, expected_flag in ((["--no-compile"], False), ([], True)):
+        args = cli.build_parser().parse_args(
+            ["run", "--load", "Text2Image_cpu", "--weights", "tiny", *argv, "hi"]
+        )
+        assert cli.orchestrator_from_args(args).compile is expected_flag
