@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from .stable_diffusion import ProgressFn, _Pipeline, _quiet, fast_options, load_scheduler, weights_variant
+from .stable_diffusion import (
+    ProgressFn,
+    _Pipeline,
+    _quiet,
+    fast_options,
+    int8_if_asked,
+    load_scheduler,
+    weights_variant,
+)
 
 
 class ControlNetText2Image(_Pipeline):
@@ -22,7 +30,7 @@ def load(ctx: Any) -> ControlNetText2Image:
     path = ctx.checkpoint("controlnet")
     variant = weights_variant(path, ctx.dtype)
     controlnet = ControlNetModel.from_pretrained(path, torch_dtype=ctx.dtype, variant=variant)
-    controlnet = controlnet.to(ctx.device).eval()
+    controlnet = int8_if_asked(ctx, controlnet.to(ctx.device).eval())
     parts = {n: ctx.component("sd15_base", n) for n in ("unet", "vae", "text_encoder", "tokenizer")}
     pipe = StableDiffusionControlNetPipeline(
         **parts,

@@ -13,6 +13,7 @@ from .stable_diffusion import (
     _Pipeline,
     _quiet,
     fast_options,
+    int8_if_asked,
     load_pipeline_component,
     load_scheduler,
     shared_or_own,
@@ -31,7 +32,7 @@ def load(ctx: Any) -> InstructPix2Pix:
     from diffusers import StableDiffusionInstructPix2PixPipeline
 
     path = ctx.checkpoint("model")
-    own = {"unet": load_pipeline_component(path, "unet", ctx.dtype, ctx.device)}
+    own = {"unet": int8_if_asked(ctx, load_pipeline_component(path, "unet", ctx.dtype, ctx.device))}
     parts = {n: shared_or_own(ctx, path, n, own) for n in ("vae", "text_encoder", "tokenizer")}
     pipe = StableDiffusionInstructPix2PixPipeline(
         unet=own["unet"],

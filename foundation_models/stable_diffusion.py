@@ -27,7 +27,17 @@ ProgressFn = Callable[[int, int], None]
 # -- components -----------------------------------------------------------------------------------
 def load_component(ctx: Any, group: Any, component: str) -> Any:
     """Entry point for the manager: one component of the ``sd15_base`` group on ``ctx.device``."""
-    return load_pipeline_component(ctx.group_checkpoint(group.name), component, ctx.dtype, ctx.device)
+    module = load_pipeline_component(ctx.group_checkpoint(group.name), component, ctx.dtype, ctx.device)
+    return int8_if_asked(ctx, module) if component == "unet" else module
+
+
+def int8_if_asked(ctx: Any, module: Any) -> Any:
+    """The network with int8 weight storage when the orchestrator asks for it (``--int8-weights``)."""
+    if ctx.options.get("int8_weights"):
+        from .int8_weights import quantize_
+
+        quantize_(module)
+    return module
 
 
 def load_pipeline_component(path: Path, name: str, dtype: Any, device: str) -> Any:
@@ -169,7 +179,7 @@ def load(ctx: Any) -> _Pipeline:
         pipe = StableDiffusionPipeline(**parts, scheduler=load_scheduler(base, scheduler_name), **common)
         return Text2Image(_quiet(pipe), {}, **fast_options(ctx))
     path = ctx.checkpoint("inpainting")
-    own = {"unet": load_pipeline_component(path, "unet", ctx.dtype, ctx.device)}
+    own = {"unet": int8_if_asked(ctx, load_pipeline_component(path, "unet", ctx.dtype, ctx.device))}
     parts = {n: shared_or_own(ctx, path, n, own) for n in ("vae", "text_encoder", "tokenizer")}
     pipe = StableDiffusionInpaintPipeline(
         unet=own["unet"], **parts, scheduler=load_scheduler(path, scheduler_name), **common

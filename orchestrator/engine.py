@@ -48,12 +48,16 @@ class Orchestrator:
         brain_options: Mapping[str, Any] | None = None,
         fast: bool = True,  # False: no CUDA-graph replay in diffusion tools (--no-fast; foundation_models/fast_unet.py)
         compile: bool = True,  # False: graphs of the eager forward only, no background torch.compile (--no-compile)
+        int8_weights: bool = False,  # True: UNets and ControlNets stored int8, about half their VRAM (--int8-weights)
     ):
         # "openai" | "rules" | "hf:<id-or-path>" | None (openai when OPENAI_API_KEY/OPENAI_BASE_URL is set);
         # made on first chat. brain_options: other BrainConfig fields (max_steps, turn_seconds, ...).
         self.brain = brain_from(brain, model=model, quant=quant, trust_remote_code=trust_remote_code,
                                 **dict(brain_options or {}))  # fmt: skip
         self.cards = cards or load_cards()
+        self.int8_weights = int8_weights
+        if int8_weights:
+            self.cards = self.cards.with_int8_diffusion()  # placement counts their int8 size
         self.items = parse_load_spec(load, self.cards) if isinstance(load, str) else list(load)
         budgets = dict(max_vram) if isinstance(max_vram, Mapping) else parse_budgets(max_vram)
         if devices is None:
@@ -76,14 +80,17 @@ class Orchestrator:
     def card_options(self, card: str) -> Mapping[str, Any]:
         return self._card_options(self.cards[card])
 
-    def _card_options(self, card: ModelCard) -> Mapping[str, Any]:
-        options = dict(card.options)
+    def _card_options(self, card: ModelCard | None) -> Mapping[str, Any]:
+        """A card's options with this orchestrator's settings applied (None: those of shared components)."""
+        options = dict(card.options) if card else {}
         if self.weights == "tiny":
             options.update(self.cards.tiny_overrides)
         if not self.fast:
             options["fast"] = False
         if not self.compile:
             options["compile"] = False
+        if self.int8_weights:
+            options["int8_weights"] = True
         return options
 
     def new_session(self, folder: str | Path | None = None) -> Session:

@@ -94,13 +94,13 @@ class ModelManager:
         resolver: WeightResolver,
         *,
         families: Mapping[str, ModuleType | Any] | None = None,
-        options: Callable[[ModelCard], Mapping[str, Any]] | None = None,
+        options: Callable[[ModelCard | None], Mapping[str, Any]] | None = None,
     ):
         self.cards = cards
         self.plan = plan
         self.resolver = resolver
         self._families = dict(families or {})
-        self._options = options or (lambda card: card.options)
+        self._options = options or (lambda card: card.options if card else {})
         self._guard = threading.Lock()
         self._device_locks = {device: threading.RLock() for device in plan.devices}
         self._entries: dict[str, _Entry] = {}
@@ -216,7 +216,7 @@ class ModelManager:
         self, card: ModelCard | None, device: str, group: ComponentGroup | None = None
     ) -> LoadContext:
         dtype = "float32" if device == "cpu" else (card.dtype if card else group.dtype)
-        options = self._options(card) if card else {}
+        options = self._options(card)  # card None: a shared component; the options every card gets
         return LoadContext(card, device, dtype, self, options)
 
     def _family(self, family: str) -> Any:
