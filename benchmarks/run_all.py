@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from . import overhead, sections_budget, sections_load, sections_speed
+from . import overhead, sections_budget, sections_fast, sections_load, sections_speed
 from .context import Run, Settings
 from .report import render
 
@@ -45,6 +45,8 @@ SECTIONS: dict[str, Callable[[Run], None]] = {
     "latency": sections_speed.latency,
     "agreement": sections_speed.agreement,
     "variants": sections_speed.variants,
+    "int8": sections_fast.int8,
+    "restart": sections_fast.restart,
     "budget": sections_budget.budget,
     "overhead": _overhead,
 }

@@ -58,7 +58,7 @@ def ours_per_card(run: Run) -> None:
     """Items 1, 2 and 6: each shared component and each card loaded on its own, then called cold and warm."""
     from orchestrator.manager import LoadContext
 
-    s, orch = run.settings, run.orchestrator or run.new_orchestrator()
+    s, orch = run.settings, run.orchestrator or run.new_orchestrator(compile=False)  # latency turns it on
     run.orchestrator = orch
     session = run.session = orch.new_session(folder=tempfile.mkdtemp(prefix="vo-bench-"))
     run.images.update(photo=session.upload(inputs.photo(s.size)), mask=session.upload(inputs.mask(s.size)))

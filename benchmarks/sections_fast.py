@@ -1,0 +1,101 @@
+"""Sections about the fast path's cost: warm-up after a restart, and --int8-weights (VRAM, speed, pixels)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from .context import Run
+from .inputs import NEGATIVE, PROMPT, SEED
+from .measure import Table, free_cached, median_seconds, memory_delta
+
+INT8_CARDS = ("Text2Image", "CannyText2Image", "InstructPix2Pix", "Inpainting")
+
+RESTART = """
+import json, sys, time
+t0 = time.perf_counter()
+from orchestrator import Orchestrator
+from foundation_models.fast_unet import background_compiler
+orch = Orchestrator("Text2Image_{device}", weights="{weights}", model_dir={model_dir!r})
+with orch.manager.use("Text2Image") as model:
+    t1 = time.perf_counter()
+    for _ in range(2):
+        model.generate({prompt!r}, {negative!r}, {size}, {size}, {steps}, 7.5, {seed})
+    queued = background_compiler().busy()
+    background_compiler().wait(300)
+    t2 = time.perf_counter()
+    model.generate({prompt!r}, {negative!r}, {size}, {size}, {steps}, 7.5, {seed})
+    t3 = time.perf_counter()
+print(json.dumps({{"start_s": t1 - t0, "warmup_s": t2 - t1, "first_compiled_call_s": t3 - t2, "queued": queued}}))
+"""
+
+
+def restart(run: Run) -> None:
+    """A new process with the inductor cache the latency section filled: how long until compiled graphs."""
+    s = run.settings
+    model_dir = None if s.tiny else str(s.model_dir)
+    code = RESTART.format(device=s.device, weights=s.weights, model_dir=model_dir, prompt=PROMPT, negative=NEGATIVE,
+                          size=s.size, steps=s.steps[0], seed=SEED)  # fmt: skip
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ),
+                         timeout=max(60.0, s.left()))  # fmt: skip
+    if out.returncode != 0:
+        raise RuntimeError(
+            out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "restart run failed"
+        )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["process_s"] = time.perf_counter() - started
+    run.value("restart", result)
+    table = Table("Fast-path warm-up after a restart (Text2Image, a new process, inductor cache on disk)",
+                  ["what", "seconds"],
+                  note="The latency section compiled on a cold cache; this process finds the compiled code on "
+                       "disk. Warm-up = from the first call until the compiled graphs are ready; the calls "
+                       "meanwhile replay graphs of the eager forward.")  # fmt: skip
+    table.add("process start to model loaded", result["start_s"])
+    table.add("warm-up (2 calls, then the background compile from cache)", result["warmup_s"])
+    table.add("next call, compiled graphs", result["first_compiled_call_s"])
+    run.table(table)
+
+
+def int8(run: Run) -> None:
+    """--int8-weights: each diffusion network's resident MB fp16 and int8, the whole set, speed and pixels."""
+    import numpy as np
+
+    s = run.settings
+    cards = [c for c in INT8_CARDS if c in run.orchestrator_cards()]
+    sizes: dict[str, dict[str, float]] = {}
+    images: dict[bool, Any] = {}
+    timing: dict[bool, dict[str, float]] = {}
+    for int8_weights in (False, True):
+        orch = run.new_orchestrator(int8_weights=int8_weights, compile=False)
+        for card in cards:
+            with memory_delta() as mem:
+                with orch.manager.use(card):
+                    pass
+            sizes.setdefault(card, {})["int8" if int8_weights else "fp16"] = mem["resident_mb"]
+        with orch.manager.use("Text2Image") as model:
+            generate = lambda m=model: m.generate(PROMPT, NEGATIVE, s.size, s.size, s.steps[0], 7.5, SEED)  # noqa: E731
+            images[int8_weights] = np.asarray(generate(), dtype=np.float32) / 255.0
+            timing[int8_weights] = median_seconds(generate, s.repeats, s.warmup)
+        orch.manager.free_memory([s.device])
+        del orch, model
+        free_cached()
+    diff = np.abs(images[True] - images[False])
+    table = Table("--int8-weights: resident MB per diffusion network, fp16 and int8",
+                  ["card (network)", "fp16 MB", "int8 MB", "int8 / fp16"],
+                  note="Text2Image's row is the shared SD1.5 base (UNet, VAE, text encoder); the others are what "
+                       "each card loads beyond it.")  # fmt: skip
+    for card, mb in sizes.items():
+        table.add(card, mb["fp16"], mb["int8"], f"{mb['int8'] / mb['fp16']:.2f}×" if mb["fp16"] else "–")
+    run.table(table)
+    speed = Table(f"--int8-weights: Text2Image {s.size}², {s.steps[0]} steps, graphs of the eager forward",
+                  ["weights", "median s", "pixels vs fp16: mean |diff|", "max |diff|"])  # fmt: skip
+    speed.add("fp16", timing[False]["median"], 0.0, 0.0)
+    speed.add("int8", timing[True]["median"], float(diff.mean()), float(diff.max()))
+    run.table(speed)
+    run.value("int8", {"sizes": sizes, "timing": timing, "pixel_mean_diff": float(diff.mean()),
+                       "pixel_max_diff": float(diff.max())})  # fmt: skip
