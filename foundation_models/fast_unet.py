@@ -173,7 +173,11 @@ class GraphedForward:
         graph = self.graphs.get(key, _MISSING)
         upgrade = key in self.compiled_keys and self.kinds.get(key) != "compiled"
         if graph is not _MISSING and not upgrade:
-            return self.eager(*args, **kwargs) if graph is None else self.backend.replay(graph, leaves)
+            if graph is None:
+                return self.eager(*args, **kwargs)
+            if self.kinds.get(key) == "eager":  # a graph made before a compiler was given: compile now
+                self._submit(key, leaves, spec)
+            return self.backend.replay(graph, leaves)
         if key not in self.seen or (key not in self.graphs and len(self.graphs) >= self.max_graphs):
             self.seen.add(key)
             if not self.eager_graphs:
