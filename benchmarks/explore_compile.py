@@ -100,31 +100,10 @@ def compile_part(label, extra=False, cl=False, int8=False):
     torch.cuda.empty_cache()
 
 
-# ---- int8 weight-only storage through parametrization
-class Dequant(torch.nn.Module):
-    def __init__(self, scale):
-        super().__init__()
-        self.register_buffer("scale", scale)
-
-    def forward(self, q):
-        return q.to(self.scale.dtype) * self.scale
-
-
 def quantize_int8(model):
-    from torch.nn.utils import parametrize
+    from foundation_models.int8_weights import quantize_
 
-    n = 0
-    for m in model.modules():
-        if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) and m.weight.numel() >= 4096:
-            w = m.weight.data
-            flat = w.reshape(w.shape[0], -1).float()
-            scale = (flat.abs().amax(1).clamp(min=1e-8) / 127).to(w.dtype)
-            q = (flat / scale.float()[:, None]).round().clamp(-127, 127).to(torch.int8).reshape(w.shape)
-            shape = (-1,) + (1,) * (w.dim() - 1)
-            m.weight = torch.nn.Parameter(q, requires_grad=False)
-            parametrize.register_parametrization(m, "weight", Dequant(scale.reshape(shape)), unsafe=True)
-            n += 1
-    return n
+    return quantize_(model)
 
 
 def vae_part():

@@ -362,8 +362,9 @@ def background_compiler() -> BackgroundCompiler:
 
 
 def inductor_cache_dir() -> str:
-    root = os.environ.get("VISUAL_ORCHESTRATOR_CACHE") or os.path.join("~", ".cache", "visual-orchestrator")
-    return os.path.join(os.path.expanduser(root), "inductor")
+    from orchestrator.weights import cache_root  # the project's cache, $VISUAL_ORCHESTRATOR_CACHE
+
+    return str(cache_root() / "inductor")
 
 
 def inductor_compile(forward: Callable[..., Any]) -> Callable[..., Any]:
