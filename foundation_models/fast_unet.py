@@ -13,6 +13,9 @@ thousand small kernels per step and the GPU waits for the CPU (on an H200, 31 ms
    ``$VISUAL_ORCHESTRATOR_CACHE/inductor``). Calls keep replaying the eager graph meanwhile.
 3. Once compiled, the next call captures a graph of the compiled forward and the rest replay it.
 
+The fast path also keeps the scheduler's sigma table on the GPU (``sigmas_on_device``): images agree with
+eager ones within 0.004 (pixels in 0-1, measured on the H200).
+
 So nothing blocks start-up or a call, and the eager path answers every call until a graph exists,
 whenever capture or compilation fails (logged once), off CUDA, and with gradients on. Modules that gain
 nothing from tier 2 (the VAE decoder: one big call per image) skip it and wait for tier 3.
@@ -65,8 +68,39 @@ def fast_pipeline(pipe: Any, enabled: bool = True, compile: bool = True) -> Iter
     with (
         graphed(denoisers(pipe), enabled, compiler),
         graphed(decoders(pipe), enabled, compiler, eager_graphs=False),
+        sigmas_on_device(getattr(pipe, "scheduler", None), enabled),
     ):
         yield
+
+
+# diffusers keeps these schedulers' sigma table on the CPU "to avoid too much CPU/GPU communication"; each step
+# then copies entries to the GPU with blocking copies (about 7 host syncs per UniPC step), and the GPU idles
+# while the CPU does the scheduler's arithmetic. Measured on the H200 (benchmarks/results/): Text2Image 0.210 ->
+# 0.191 s, InstructPix2Pix 0.329 -> 0.265 s; pixels move by at most 0.004 (the same arithmetic, on the GPU).
+SIGMAS_ON_DEVICE = ("UniPCMultistepScheduler", "DPMSolverMultistepScheduler", "EulerAncestralDiscreteScheduler",
+                    "EulerDiscreteScheduler")  # fmt: skip
+
+
+@contextmanager
+def sigmas_on_device(scheduler: Any, enabled: bool = True) -> Iterator[None]:
+    """Within the block, ``set_timesteps`` leaves the sigma table where the timesteps are (the GPU)."""
+    if not enabled or type(scheduler).__name__ not in SIGMAS_ON_DEVICE or "set_timesteps" in vars(scheduler):
+        yield
+        return
+    original = type(scheduler).set_timesteps
+
+    def set_timesteps(*args: Any, **kwargs: Any) -> Any:
+        result = original(scheduler, *args, **kwargs)
+        device = scheduler.timesteps.device
+        if device.type != "cpu":
+            scheduler.sigmas = scheduler.sigmas.to(device)
+        return result
+
+    scheduler.set_timesteps = set_timesteps
+    try:
+        yield
+    finally:
+        vars(scheduler).pop("set_timesteps", None)
 
 
 def denoisers(pipe: Any) -> list[Any]:

@@ -207,3 +207,26 @@ def test_graphs_made_without_a_compiler_are_compiled_once_one_is_given(model):
     compiler = BackgroundCompiler(compile_fn)
     run(model, compiler, (4, 4, 4), wait_after=0)
     assert list(runner.kinds.values()) == ["compiled"] and compile_fn.compiled == 1
+
+
+def test_sigma_table_follows_the_timesteps_off_the_cpu():
+    """On a GPU the table stays there (no blocking copy per step); "meta" stands in for the GPU here (UniPC builds
+    its table on the CPU, so it can; Euler ancestral, measured on the H200, copies a device table back)."""
+    diffusers = pytest.importorskip("diffusers")
+    scheduler = diffusers.UniPCMultistepScheduler()
+    with fast_unet.sigmas_on_device(scheduler):
+        scheduler.set_timesteps(20, device="meta")
+        assert scheduler.sigmas.device.type == "meta" and scheduler.timesteps.device.type == "meta"
+        scheduler.set_timesteps(20, device="cpu")
+        assert scheduler.sigmas.device.type == "cpu"
+    assert "set_timesteps" not in vars(scheduler), "the patch must not outlive the block"
+    with fast_unet.sigmas_on_device(scheduler, enabled=False):
+        scheduler.set_timesteps(20, device="meta")
+    assert scheduler.sigmas.device.type == "cpu", "diffusers' own behaviour when the fast path is off"
+
+
+def test_other_schedulers_are_left_alone():
+    diffusers = pytest.importorskip("diffusers")
+    scheduler = diffusers.DDIMScheduler()
+    with fast_unet.sigmas_on_device(scheduler):
+        assert "set_timesteps" not in vars(scheduler)
