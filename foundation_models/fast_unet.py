@@ -1,20 +1,26 @@
-"""Fast diffusion steps: CUDA-graph replay of the UNet, ControlNet and VAE decoder, then of their compiled forward.
+"""Fast diffusion steps: CUDA-graph replay of the UNet, ControlNet, VAE decoder and text encoder, then of their
+compiled forward.
 
 SD1.5 at 512² on a large GPU is bound by kernel launches, not arithmetic: the eager UNet launches about a
-thousand small kernels per step and the GPU waits for the CPU (on an H200, 31 ms per guided step eager,
-12 ms replayed, 7 ms replayed once compiled; docs/benchmarks.md). Three tiers, per input signature
+thousand small kernels per step and the GPU waits for the CPU (on an H200, 33 ms per guided step eager,
+12 ms replayed, 7.4 ms replayed once compiled; docs/benchmarks.md). Three tiers, per input signature
 (shapes, dtypes, flags such as the ControlNet scale):
 
 1. The first call runs eager (it also warms cuDNN and cuBLAS up).
 2. The second captures a CUDA graph of the eager forward (a fraction of a second, no compilation): one
    launch per step from then on. It also hands the module to a background thread that compiles it with
-   ``torch.compile`` (inductor: fused, channels-last kernels) for this signature — about a minute the
-   first time on a cold cache, about 13 s after a restart (inductor's on-disk cache, kept under
-   ``$VISUAL_ORCHESTRATOR_CACHE/inductor``). Calls keep replaying the eager graph meanwhile.
+   ``torch.compile`` (inductor: fused, channels-last kernels). Calls keep replaying the eager graph meanwhile.
 3. Once compiled, the next call captures a graph of the compiled forward and the rest replay it.
 
-The fast path also keeps the scheduler's sigma table on the GPU (``sigmas_on_device``): images agree with
-eager ones within 0.004 (pixels in 0-1, measured on the H200).
+What gets compiled is diffusers' repeated blocks (``REGIONS``), one compiled function per block class and
+input signature, shared by every module: the ControlNet and the inpainting UNet find their blocks compiled by
+Text2Image (ready in about 2 s instead of 1.5 minutes). The glue between blocks runs eagerly inside the same
+graph. A cold Text2Image compile (UNet and VAE decoder) takes about a minute; inductor's on-disk cache, kept
+under ``$VISUAL_ORCHESTRATOR_CACHE/inductor``, brings that to 14-28 s after a restart.
+
+The text encoder gets graphs of its eager forward only (short, launch-bound). The scheduler keeps its sigma
+table on the GPU and steps without host syncs (fast_scheduler.py), so the CPU stays ahead of the GPU; images
+agree with eager ones within 0.004 (pixels in 0-1, measured on the H200).
 
 So nothing blocks start-up or a call, and the eager path answers every call until a graph exists,
 whenever capture or compilation fails (logged once), off CUDA, and with gradients on. Modules that gain
@@ -37,6 +43,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+from .fast_scheduler import scheduler_on_device
 
 log = logging.getLogger(__name__)
 
@@ -68,44 +76,21 @@ def fast_pipeline(pipe: Any, enabled: bool = True, compile: bool = True) -> Iter
     with (
         graphed(denoisers(pipe), enabled, compiler),
         graphed(decoders(pipe), enabled, compiler, eager_graphs=False),
-        sigmas_on_device(getattr(pipe, "scheduler", None), enabled),
+        graphed(encoders(pipe), enabled),
+        scheduler_on_device(getattr(pipe, "scheduler", None), enabled),
     ):
         yield
-
-
-# diffusers keeps these schedulers' sigma table on the CPU "to avoid too much CPU/GPU communication"; each step
-# then copies entries to the GPU with blocking copies (about 7 host syncs per UniPC step), and the GPU idles
-# while the CPU does the scheduler's arithmetic. Measured on the H200 (benchmarks/results/): Text2Image 0.210 ->
-# 0.191 s, InstructPix2Pix 0.329 -> 0.265 s; pixels move by at most 0.004 (the same arithmetic, on the GPU).
-SIGMAS_ON_DEVICE = ("UniPCMultistepScheduler", "DPMSolverMultistepScheduler", "EulerAncestralDiscreteScheduler",
-                    "EulerDiscreteScheduler")  # fmt: skip
-
-
-@contextmanager
-def sigmas_on_device(scheduler: Any, enabled: bool = True) -> Iterator[None]:
-    """Within the block, ``set_timesteps`` leaves the sigma table where the timesteps are (the GPU)."""
-    if not enabled or type(scheduler).__name__ not in SIGMAS_ON_DEVICE or "set_timesteps" in vars(scheduler):
-        yield
-        return
-    original = type(scheduler).set_timesteps
-
-    def set_timesteps(*args: Any, **kwargs: Any) -> Any:
-        result = original(scheduler, *args, **kwargs)
-        device = scheduler.timesteps.device
-        if device.type != "cpu":
-            scheduler.sigmas = scheduler.sigmas.to(device)
-        return result
-
-    scheduler.set_timesteps = set_timesteps
-    try:
-        yield
-    finally:
-        vars(scheduler).pop("set_timesteps", None)
 
 
 def denoisers(pipe: Any) -> list[Any]:
     """The modules of a diffusers pipeline that run once per step: its UNet and ControlNet."""
     return [m for m in (getattr(pipe, "unet", None), getattr(pipe, "controlnet", None)) if m is not None]
+
+
+def encoders(pipe: Any) -> list[Any]:
+    """The text encoder: one short call per prompt, launch-bound (a graph of its eager forward is enough)."""
+    encoder = getattr(pipe, "text_encoder", None)
+    return [encoder] if encoder is not None else []
 
 
 def decoders(pipe: Any) -> list[Any]:
@@ -116,7 +101,7 @@ def decoders(pipe: Any) -> list[Any]:
 
 def fast_modules(pipe: Any) -> list[Any]:
     """Every module whose graphs ``fast_pipeline`` may hold (what ``release`` takes before a move)."""
-    return denoisers(pipe) + decoders(pipe)
+    return denoisers(pipe) + decoders(pipe) + encoders(pipe)
 
 
 @contextmanager
@@ -260,13 +245,13 @@ class GraphedForward:
         self.submitted.add(key)
         self.compiler.submit(self, key, leaves, spec)
 
-    def compile_for(self, key: Any, leaves: list[Any], spec: Any, compile_fn: Callable[..., Any]) -> None:
+    def compile_for(self, key: Any, leaves: list[Any], spec: Any, compiler: BackgroundCompiler) -> None:
         """Compile the forward and run it once on these inputs (in the compiler's thread); on success the
         next call with this signature captures a graph of it."""
         from torch.utils._pytree import tree_unflatten
 
         if self.compiled is None:
-            self.compiled = compile_fn(self.eager)
+            self.compiled = compiler.compiled_forward(self.eager)
         args, kwargs = tree_unflatten(leaves, spec)
         self.compiled(*args, **kwargs)
         self.compiled_keys.add(key)
@@ -294,16 +279,33 @@ class GraphedForward:
         return tuple(key), leaves, spec
 
 
+# diffusers' repeated blocks: the UNet's, the ControlNet's and the VAE's resnets and transformer blocks. Compiling
+# them one by one (each class and input signature once) instead of a whole UNet cuts a cold compile from about a
+# minute to seconds (docs/benchmarks.md); the glue between them runs eagerly, inside the same CUDA graph.
+REGIONS = ("ResnetBlock2D", "Transformer2DModel")
+DYNAMIC_REGIONS = False  # measured: symbolic sizes cost the conv layout (10.6 vs 7.4 ms) and compile longer
+_REGIONS = threading.local()  # .on: this thread calls the compiled regions (the compiled forward is running)
+
+
 class BackgroundCompiler:
     """One worker thread that compiles modules' forwards, one job at a time, while calls go on.
 
     A job holds ``lock`` while it compiles; the callers never capture a graph while it is held (capture and
     another thread's compilation on one GPU do not mix) and never call a compiled forward for a signature
-    it has not finished. ``compile_fn`` turns a forward into its compiled version (default: inductor).
+    it has not finished. ``compile_fn`` turns a function into its compiled version (default: inductor).
+
+    What gets compiled is each of the module's ``regions`` (blocks of these classes; ``REGIONS``), one compiled
+    function per class shared by every block of it, in every module: a block class and input signature is
+    compiled once, and the ControlNet, inpainting and pix2pix UNets reuse what the base UNet compiled. A
+    module without such blocks (or ``regions=()``) is compiled whole.
     """
 
-    def __init__(self, compile_fn: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None):
-        self.compile_fn = compile_fn or inductor_compile
+    def __init__(self, compile_fn: Callable[..., Callable[..., Any]] | None = None,
+                 regions: tuple[str, ...] | None = None, dynamic: bool = DYNAMIC_REGIONS):  # fmt: skip
+        self.compile_fn = compile_fn or inductor_compile  # compile_fn(function, dynamic=...) -> compiled
+        self.regions = REGIONS if regions is None else regions
+        self.dynamic = dynamic  # regions compiled for symbolic sizes: once per class, not per signature
+        self._by_class: dict[type, Callable[..., Any]] = {}
         self.lock = threading.RLock()
         self._jobs: queue.Queue = queue.Queue()
         self._pending = 0
@@ -327,6 +329,29 @@ class BackgroundCompiler:
                 target=self._work, name="visual-orchestrator-compile", daemon=True
             )
             self._thread.start()
+
+    def compiled_forward(self, forward: Callable[..., Any]) -> Callable[..., Any]:
+        """``forward`` (a module's bound forward) with its regions compiled, or compiled whole."""
+        raise_recompile_limit()
+        blocks = outermost(forward.__self__, self.regions) if self.regions else []
+        if not blocks:
+            return self.compile_fn(forward, dynamic=False)
+        for block in blocks:
+            cls = type(block)
+            if cls not in self._by_class:
+                self._by_class[cls] = self.compile_fn(cls.forward, dynamic=self.dynamic)
+            if "forward" not in block.__dict__:
+                block.forward = RegionForward(block, self._by_class[cls])
+
+        def with_compiled_regions(*args: Any, **kwargs: Any) -> Any:
+            previous = getattr(_REGIONS, "on", False)
+            _REGIONS.on = True
+            try:
+                return forward(*args, **kwargs)
+            finally:
+                _REGIONS.on = previous
+
+        return with_compiled_regions
 
     def busy(self) -> bool:
         return self._pending > 0
@@ -359,14 +384,14 @@ class BackgroundCompiler:
         try:
             if device is None:
                 with mode:
-                    runner.compile_for(key, example, spec, self.compile_fn)
+                    runner.compile_for(key, example, spec, self)
             else:
                 with torch.cuda.device(device), mode:
                     stream = torch.cuda.Stream(device)
                     if ready is not None:
                         stream.wait_event(ready)
                     with torch.cuda.stream(stream):
-                        runner.compile_for(key, example, spec, self.compile_fn)
+                        runner.compile_for(key, example, spec, self)
                     stream.synchronize()
         except Exception as exc:  # the graphs of the eager forward keep serving
             runner.compile_failed = True
@@ -382,6 +407,28 @@ def _shapes(key: Any) -> str:
     )
 
 
+def outermost(module: Any, classes: tuple[str, ...]) -> list[Any]:
+    """The submodules of these classes that are not inside another one."""
+    found: list[tuple[str, Any]] = []
+    for name, sub in module.named_modules():
+        if type(sub).__name__ in classes and not any(name.startswith(f"{outer}.") for outer, _ in found):
+            found.append((name, sub))
+    return [sub for _, sub in found]
+
+
+class RegionForward:
+    """A block's forward: its class's compiled forward inside a compiled module forward (this thread only),
+    its own eager forward everywhere else (eager calls and graphs of them, other threads)."""
+
+    def __init__(self, block: Any, compiled: Callable[..., Any]):
+        self.block, self.compiled = block, compiled
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if getattr(_REGIONS, "on", False):
+            return self.compiled(self.block, *args, **kwargs)
+        return type(self.block).forward(self.block, *args, **kwargs)
+
+
 _COMPILER: BackgroundCompiler | None = None
 _COMPILER_LOCK = threading.Lock()
 
@@ -395,23 +442,42 @@ def background_compiler() -> BackgroundCompiler:
         return _COMPILER
 
 
+def raise_recompile_limit() -> None:
+    """Room for one compiled entry per block class and input signature (dynamo's default is 8: the SD1.5 UNet
+    alone has 14 resnet signatures, the VAE decoder 6 more; each resolution and batch adds a set)."""
+    import torch
+
+    config = torch._dynamo.config
+    for limit in ("recompile_limit", "cache_size_limit"):
+        if hasattr(config, limit):
+            setattr(config, limit, max(getattr(config, limit), 32 * MAX_GRAPHS))
+
+
 def inductor_cache_dir() -> str:
     from orchestrator.weights import cache_root  # the project's cache, $VISUAL_ORCHESTRATOR_CACHE
 
     return str(cache_root() / "inductor")
 
 
-def inductor_compile(forward: Callable[..., Any]) -> Callable[..., Any]:
+def inductor_compile(forward: Callable[..., Any], dynamic: bool = False) -> Callable[..., Any]:
     """``torch.compile`` with inductor, whole graph, static shapes; compiled code is cached on disk so a
-    restart takes seconds instead of a minute (TORCHINDUCTOR_CACHE_DIR, when set, wins)."""
+    restart takes seconds instead of a minute."""
     import torch
 
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", inductor_cache_dir())
-    config = torch._dynamo.config
-    for limit in ("recompile_limit", "cache_size_limit"):  # one entry per module and signature
-        if hasattr(config, limit):
-            setattr(config, limit, max(getattr(config, limit), 8 * MAX_GRAPHS))
-    return torch.compile(forward, fullgraph=True, dynamic=False)
+    use_project_inductor_cache()
+    return torch.compile(forward, fullgraph=True, dynamic=dynamic)
+
+
+def use_project_inductor_cache() -> None:
+    """Inductor's on-disk cache under the project's cache, unless the user chose a TORCHINDUCTOR_CACHE_DIR.
+
+    Importing torch's compiler (diffusers and transformers do) writes torch's default, a folder under /tmp that
+    a reboot may empty, into the environment; that value is not a choice, so it is replaced."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if current is None or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = inductor_cache_dir()
 
 
 @dataclass

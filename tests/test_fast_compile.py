@@ -17,7 +17,7 @@ import pytest
 import torch
 from test_fast_unet import Denoiser, FakeGraphs, call, expected
 
-from foundation_models import fast_unet
+from foundation_models import fast_scheduler, fast_unet
 from foundation_models.fast_unet import BackgroundCompiler, compile_enabled, graphed, release, runner_for
 
 
@@ -27,7 +27,7 @@ class CountingCompile:
     def __init__(self, fail: bool = False):
         self.fail, self.compiled, self.calls = fail, 0, 0
 
-    def __call__(self, forward):
+    def __call__(self, forward, dynamic=False):
         if self.fail:
             raise RuntimeError("Cannot find a working triton installation")
         self.compiled += 1
@@ -159,10 +159,20 @@ def test_compile_flag_from_the_environment(monkeypatch):
 
 
 def test_inductor_cache_lives_in_the_project_cache(monkeypatch, tmp_path):
-    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    from torch._inductor.runtime.cache_dir_utils import cache_dir, default_cache_dir
+
     monkeypatch.setenv("VISUAL_ORCHESTRATOR_CACHE", str(tmp_path))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    cache_dir()  # what importing diffusers does: torch writes its /tmp default into the environment
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == os.path.abspath(default_cache_dir())
     fast_unet.inductor_compile(lambda x: x + 1)  # torch.compile is lazy: nothing compiles here
-    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "inductor")
+    assert cache_dir() == str(tmp_path / "inductor"), "compiled code must survive a reboot, with the weights"
+
+
+def test_a_chosen_inductor_cache_is_kept(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    fast_unet.inductor_compile(lambda x: x + 1)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
 
 
 @pytest.mark.skipif(
@@ -214,13 +224,13 @@ def test_sigma_table_follows_the_timesteps_off_the_cpu():
     its table on the CPU, so it can; Euler ancestral, measured on the H200, copies a device table back)."""
     diffusers = pytest.importorskip("diffusers")
     scheduler = diffusers.UniPCMultistepScheduler()
-    with fast_unet.sigmas_on_device(scheduler):
+    with fast_scheduler.sigmas_on_device(scheduler):
         scheduler.set_timesteps(20, device="meta")
         assert scheduler.sigmas.device.type == "meta" and scheduler.timesteps.device.type == "meta"
         scheduler.set_timesteps(20, device="cpu")
         assert scheduler.sigmas.device.type == "cpu"
     assert "set_timesteps" not in vars(scheduler), "the patch must not outlive the block"
-    with fast_unet.sigmas_on_device(scheduler, enabled=False):
+    with fast_scheduler.sigmas_on_device(scheduler, enabled=False):
         scheduler.set_timesteps(20, device="meta")
     assert scheduler.sigmas.device.type == "cpu", "diffusers' own behaviour when the fast path is off"
 
@@ -228,5 +238,5 @@ def test_sigma_table_follows_the_timesteps_off_the_cpu():
 def test_other_schedulers_are_left_alone():
     diffusers = pytest.importorskip("diffusers")
     scheduler = diffusers.DDIMScheduler()
-    with fast_unet.sigmas_on_device(scheduler):
+    with fast_scheduler.sigmas_on_device(scheduler):
         assert "set_timesteps" not in vars(scheduler)

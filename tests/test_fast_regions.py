@@ -1,0 +1,254 @@
+"""Regional compilation, the text encoder's graph and the scheduler without host syncs (fast_unet.py,
+fast_scheduler.py), on CPU.
+
+Dynamo traces the real diffusers blocks here (with its "eager" backend: the same tracing, guards and
+recompiles as inductor, without generating kernels); FakeGraphs stands in for CUDA-graph capture. What is
+checked is what a user notices: the same image, the fast path actually used, and the compile work a second
+tool (ControlNet after Text2Image) saves.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_fast_unet import FakeGraphs
+
+from foundation_models import fast_scheduler, fast_unet
+from foundation_models.fast_unet import BackgroundCompiler, RegionForward, graphed, runner_for
+
+diffusers = pytest.importorskip("diffusers")
+
+
+class DynamoCount:
+    """torch.compile with dynamo's eager backend, counting the graphs it compiles (one per class and input
+    signature) and the calls into compiled code."""
+
+    def __init__(self):
+        self.graphs, self.functions, self.calls = 0, 0, 0
+
+    def backend(self, gm, example_inputs):
+        self.graphs += 1
+        return gm.forward
+
+    def __call__(self, fn, dynamic=False):
+        self.functions += 1
+        compiled = torch.compile(fn, backend=self.backend, fullgraph=True, dynamic=dynamic)
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return compiled(*args, **kwargs)
+
+        return counted
+
+
+@pytest.fixture
+def unet():
+    from foundation_models.tiny.stable_diffusion import tiny_unet
+
+    return tiny_unet("tests/regions").eval()
+
+
+def unet_inputs(batch=2, size=32):
+    torch.manual_seed(size)
+    return torch.randn(batch, 4, size, size), torch.tensor(10), torch.randn(batch, 77, 32)
+
+
+def unet_calls(module, compiler, times=3, **inputs):
+    """Call like a pipeline: eager, graph of eager + background compile, then the graph of compiled."""
+    x, t, e = unet_inputs(**inputs)
+    out = []
+    with torch.inference_mode(), graphed([module], compiler=compiler):
+        for i in range(times):
+            out.append(module(x, t, encoder_hidden_states=e, return_dict=False)[0])
+            if i == 1:
+                assert compiler.wait(120)
+    with torch.inference_mode():
+        expected = module(x, t, encoder_hidden_states=e, return_dict=False)[0]
+    for y in out:
+        torch.testing.assert_close(y, expected)
+    return out
+
+
+def test_each_block_class_and_signature_compiles_once_not_each_block(unet):
+    count = DynamoCount()
+    runner = runner_for(unet, FakeGraphs())
+    unet_calls(unet, BackgroundCompiler(count))
+    blocks = fast_unet.outermost(unet, fast_unet.REGIONS)
+    assert list(runner.kinds.values()) == ["compiled"] and not runner.compile_failed
+    assert {type(b).__name__ for b in blocks} == {"ResnetBlock2D", "Transformer2DModel"}
+    assert all(isinstance(b.__dict__["forward"], RegionForward) for b in blocks)
+    assert count.functions == 2, "one compiled function per block class"
+    assert 0 < count.graphs < len(blocks), "blocks of one shape share compiled code"
+
+
+def test_controlnet_and_a_second_unet_reuse_the_compiled_blocks(unet):
+    from foundation_models.tiny.controlnet import tiny_controlnet
+    from foundation_models.tiny.stable_diffusion import tiny_unet
+
+    count = DynamoCount()
+    compiler = BackgroundCompiler(count)
+    runner_for(unet, FakeGraphs())
+    unet_calls(unet, compiler)
+    after_unet = count.graphs
+    inpaint = tiny_unet("tests/regions-inpaint", in_channels=4).eval()  # other weights, same block shapes
+    runner_for(inpaint, FakeGraphs())
+    unet_calls(inpaint, compiler)
+    controlnet = tiny_controlnet("tests/regions-controlnet").eval()
+    runner = runner_for(controlnet, FakeGraphs())
+    x, t, e = unet_inputs()
+    cond = torch.rand(2, 3, 64, 64)
+    with torch.inference_mode(), graphed([controlnet], compiler=compiler):
+        for i in range(3):
+            down, mid = controlnet(x, t, encoder_hidden_states=e, controlnet_cond=cond, return_dict=False)
+            if i == 1:
+                assert compiler.wait(120)
+    assert list(runner.kinds.values()) == ["compiled"]
+    assert count.functions == 2 and count.graphs == after_unet, "nothing new to compile for the second tool"
+
+
+def test_eager_calls_and_other_threads_never_enter_compiled_code(unet):
+    count = DynamoCount()
+    runner_for(unet, FakeGraphs())
+    unet_calls(unet, BackgroundCompiler(count))
+    calls = count.calls
+    x, t, e = unet_inputs()
+    with torch.inference_mode():
+        unet(x, t, encoder_hidden_states=e)  # outside the fast path: every block runs its own eager forward
+    assert count.calls == calls
+
+
+@pytest.mark.parametrize("dynamic", [True, False])
+def test_a_new_latent_size_is_served_by_the_compiled_blocks(unet, dynamic):
+    """Regions are compiled for symbolic sizes (the default): another resolution or batch needs no new compile;
+    with static sizes each one compiles its own, in the background. Either way the answer stays the eager one."""
+    count = DynamoCount()
+    compiler = BackgroundCompiler(count, dynamic=dynamic)
+    runner = runner_for(unet, FakeGraphs())
+    unet_calls(unet, compiler)
+    graphs = count.graphs
+    unet_calls(unet, compiler, size=16)
+    unet_calls(unet, compiler, batch=3, size=24)
+    assert sorted(runner.kinds.values()) == ["compiled"] * 3
+    assert (count.graphs == graphs) if dynamic else (count.graphs > graphs)
+
+
+def test_whole_module_compile_when_there_are_no_blocks():
+    from test_fast_unet import Denoiser, call, expected
+
+    count = DynamoCount()
+    model = Denoiser().eval()
+    runner = runner_for(model, FakeGraphs())
+    compiler = BackgroundCompiler(count)
+    with torch.inference_mode(), graphed([model], compiler=compiler):
+        for i in range(3):
+            torch.testing.assert_close(call(model), expected(model))
+            if i == 1:
+                assert compiler.wait(120)
+    assert count.functions == 1 and list(runner.kinds.values()) == ["compiled"]
+
+
+def tiny_pipeline(tmp_path, kind="sd"):
+    from foundation_models.tiny.stable_diffusion import build_instruct_pix2pix, build_sd15_base
+
+    if kind == "sd":
+        build_sd15_base(tmp_path)
+        pipe = diffusers.StableDiffusionPipeline.from_pretrained(tmp_path, safety_checker=None,
+                                                                 requires_safety_checker=False)  # fmt: skip
+    else:
+        build_instruct_pix2pix(tmp_path)
+        pipe = diffusers.StableDiffusionInstructPix2PixPipeline.from_pretrained(
+            tmp_path, safety_checker=None, requires_safety_checker=False
+        )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_text2image_through_every_fast_tier_gives_the_eager_image(tmp_path, monkeypatch):
+    """The whole pipeline: graphed text encoder, UNet and VAE decoder, compiled regions, the scheduler's sigma
+    table and sync-free step — the image is the eager one."""
+    from foundation_models.stable_diffusion import _Pipeline
+
+    pipe = tiny_pipeline(tmp_path)
+    pipe.scheduler = diffusers.UniPCMultistepScheduler.from_config(pipe.scheduler.config)
+    count = DynamoCount()
+    compiler = BackgroundCompiler(count)
+    monkeypatch.setattr(fast_unet, "_COMPILER", compiler)
+    for module in fast_unet.fast_modules(pipe):
+        runner_for(module, FakeGraphs())
+    solves = []
+    monkeypatch.setattr(
+        torch.linalg, "solve_ex", lambda *a, _s=torch.linalg.solve_ex, **k: solves.append(1) or _s(*a, **k)
+    )
+
+    def image(fast):
+        return _Pipeline(pipe, {}, fast=fast, compile=True)._run(
+            4, 7, None, prompt="a cat", height=64, width=64, output_type="np"
+        )
+
+    expected = image(False)
+    assert not solves, "off the fast path the scheduler is diffusers' own"
+    fast = [image(True) for _ in range(2)]
+    assert compiler.wait(120)
+    fast += [image(True) for _ in range(2)]
+    for got in fast:
+        assert abs(got - expected).max() < 1e-5
+    kinds = {name: list(runner_for(m).kinds.values()) for name, m in
+             (("unet", pipe.unet), ("decoder", pipe.vae.decoder), ("text", pipe.text_encoder))}  # fmt: skip
+    assert kinds["unet"] == ["compiled"] and kinds["decoder"] == ["compiled"]
+    assert kinds["text"] == ["eager"], "the text encoder replays a graph of its eager forward"
+    assert solves, "UniPC's corrector solved without reading its status back"
+    assert all("forward" not in vars(m) for m in fast_unet.fast_modules(pipe))
+    assert "step" not in vars(pipe.scheduler) and "set_timesteps" not in vars(pipe.scheduler)
+
+
+def test_pix2pix_ancestral_sampler_with_a_cpu_generator_gives_the_eager_edit(tmp_path):
+    from PIL import Image
+
+    from foundation_models.stable_diffusion import _Pipeline
+
+    pipe = tiny_pipeline(tmp_path, "pix2pix")
+    assert type(pipe.scheduler).__name__ in fast_scheduler.SIGMAS_ON_DEVICE
+    photo = Image.new("RGB", (64, 64), (200, 80, 40))
+
+    def edit(fast):
+        return _Pipeline(pipe, {}, fast=fast, compile=False)._run(
+            3, 5, None, prompt="make it blue", image=photo, output_type="np"
+        )
+
+    expected = edit(False)
+    for _ in range(3):
+        assert abs(edit(True) - expected).max() < 1e-6
+
+
+def test_no_host_sync_mode_keeps_results_and_only_touches_blocking_gpu_copies():
+    x = torch.randn(3, 3) + 3 * torch.eye(3)
+    b = torch.randn(3)
+    with fast_scheduler.NoHostSync():
+        solved = torch.linalg.solve(x, b)
+        moved = x.to(torch.float16)
+    torch.testing.assert_close(solved, torch.linalg.solve(x, b))
+    assert moved.dtype == torch.float16
+    t = torch.ones(2)
+    assert fast_scheduler._blocking_to_gpu((t, "cuda"), {})
+    assert fast_scheduler._blocking_to_gpu((t, torch.device("cuda:0"), torch.float16), {})
+    assert fast_scheduler._blocking_to_gpu((t,), {"device": "cuda"})
+    assert not fast_scheduler._blocking_to_gpu((t, "cuda"), {"non_blocking": True})
+    assert not fast_scheduler._blocking_to_gpu((t, torch.float16), {})
+    assert not fast_scheduler._blocking_to_gpu((t, "cpu"), {})
+
+
+@pytest.mark.parametrize("name", ["UniPCMultistepScheduler", "EulerAncestralDiscreteScheduler",
+                                  "DPMSolverMultistepScheduler"])  # fmt: skip
+def test_sync_free_step_gives_the_same_latents_as_diffusers(name):
+    def denoise(fast):
+        scheduler = getattr(diffusers, name)()
+        torch.manual_seed(0)
+        latents, outputs = torch.randn(1, 4, 8, 8), [torch.randn(1, 4, 8, 8) for _ in range(12)]
+        extra = {"generator": torch.Generator().manual_seed(3)} if "Ancestral" in name else {}
+        with fast_scheduler.scheduler_on_device(scheduler, enabled=fast):
+            scheduler.set_timesteps(12)
+            for t, eps in zip(scheduler.timesteps, outputs):
+                latents = scheduler.step(eps, t, latents, **extra).prev_sample
+        return latents
+
+    torch.testing.assert_close(denoise(True), denoise(False), rtol=0, atol=0)
