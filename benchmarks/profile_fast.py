@@ -30,6 +30,21 @@ def timed(fn, n=5):
     return round(statistics.median(out), 4)
 
 
+def host_syncs(fn):
+    """How many times one call makes the CPU wait for the GPU (torch's sync debug mode)."""
+    import warnings
+
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode(1)
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
 def profile(fn, label):
     from torch.profiler import ProfilerActivity, profile
 
@@ -67,7 +82,9 @@ def main():
     parser.add_argument("--cards", default="Text2Image,CannyText2Image")
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument(
-        "--sigmas-variant", action="store_true", help="also time the sigma table left on the CPU"
+        "--scheduler-variant",
+        action="store_true",
+        help="also time diffusers' scheduler as it is (host syncs)",
     )
     args = parser.parse_args()
     from orchestrator import Orchestrator
@@ -116,21 +133,28 @@ def main():
                     ms = timed(lambda: unet(x, t, encoder_hidden_states=e, return_dict=False), 20) * 1000
                     del unet.forward
                 print(f"UNet alone through its runner: {ms:.2f} ms per call; kinds {list(r.kinds.values())}")
-            if args.sigmas_variant:  # the fast path keeps them on the GPU; diffusers leaves them on the CPU
+            print(f"# {label}: host syncs per call {host_syncs(lambda: job(model))}")
+            if (
+                args.scheduler_variant
+            ):  # diffusers' scheduler as it is: sigma table on the CPU, blocking syncs
+                import contextlib
+
                 import numpy as np
 
                 from foundation_models import fast_unet
 
                 reference = np.asarray(job(model), dtype=np.float32) / 255
-                kept, fast_unet.SIGMAS_ON_DEVICE = fast_unet.SIGMAS_ON_DEVICE, ()
+                kept = fast_unet.scheduler_on_device
+                fast_unet.scheduler_on_device = lambda *a, **k: contextlib.nullcontext()
                 try:
                     variant = timed(lambda: job(model))
+                    syncs = host_syncs(lambda: job(model))
                     diff = np.abs(np.asarray(job(model), dtype=np.float32) / 255 - reference)
                 finally:
-                    fast_unet.SIGMAS_ON_DEVICE = kept
+                    fast_unet.scheduler_on_device = kept
                 print(
-                    f"# {label}: sigmas on the CPU {variant} s (default {compiled} s); pixels max {diff.max():.4f} "
-                    f"mean {diff.mean():.5f}"
+                    f"# {label}: diffusers' scheduler {variant} s, {syncs} host syncs (default {compiled} s); "
+                    f"pixels max {diff.max():.4f} mean {diff.mean():.5f}"
                 )
             if not args.no_profile:
                 profile(lambda: job(model), card)
