@@ -298,6 +298,9 @@ class BackgroundCompiler:
     function per class shared by every block of it, in every module: a block class and input signature is
     compiled once, and the ControlNet, inpainting and pix2pix UNets reuse what the base UNet compiled. A
     module without such blocks (or ``regions=()``) is compiled whole.
+
+    Dynamo saves and restores the global RNG state around tracing, so a draw from the global generator on another
+    thread while a job runs may repeat; the tools draw from their own seeded generators.
     """
 
     def __init__(self, compile_fn: Callable[..., Callable[..., Any]] | None = None,
