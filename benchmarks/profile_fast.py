@@ -134,9 +134,7 @@ def main():
                     del unet.forward
                 print(f"UNet alone through its runner: {ms:.2f} ms per call; kinds {list(r.kinds.values())}")
             print(f"# {label}: host syncs per call {host_syncs(lambda: job(model))}")
-            if (
-                args.scheduler_variant
-            ):  # diffusers' scheduler as it is: sigma table on the CPU, blocking syncs
+            if args.scheduler_variant:  # diffusers' scheduler as is: CPU sigma table, blocking syncs
                 import contextlib
 
                 import numpy as np
