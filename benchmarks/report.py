@@ -72,14 +72,9 @@ def summary(r: dict[str, Any]) -> Table:
             tag, label = key.split("/", 1)
             label += tag[len("latency") :]
             speedup = value["speedup"]
-            diffusion = "BLIP" not in label
             shown = f"{speedup:.1f}× faster" if speedup >= 1.05 else f"{speedup:.2f}×"
-            if diffusion:
-                row(f"{label} (s)", value["baseline"]["median"], value["ours"]["median"], "≥ 5× faster", speedup >= 5,
-                    shown)  # fmt: skip
-            else:  # the same transformers generate() on both sides: no fast path for BLIP yet
-                row(f"{label} (s)", value["baseline"]["median"], value["ours"]["median"], "no fast path yet", None,
-                    shown)  # fmt: skip
+            row(f"{label} (s)", value["baseline"]["median"], value["ours"]["median"], "≥ 5× faster", speedup >= 5,
+                shown)  # fmt: skip
     colds = {k.split("/", 1)[1]: x for k, x in v.items() if k.startswith("warmup_cold_s/")}
     if not colds:
         colds = {k.split("/", 1)[1]: x.get("compile_warmup_s") for k, x in v.items()

@@ -1,11 +1,18 @@
 """BLIP: image captioning (BlipForConditionalGeneration) and visual question answering (BlipForQuestionAnswering).
 
-One card loads one of the two checkpoints; ``options.task`` says which (``caption`` or ``vqa``).
+One card loads one of the two checkpoints; ``options.task`` says which (``caption`` or ``vqa``). On CUDA the
+answer is decoded greedily with a static KV cache and CUDA-graph replay (fast_blip.py): the same ids as
+``generate``, about one graph launch per token; ``fast: false`` (``--no-fast``, ``VISUAL_ORCHESTRATOR_FAST=0``)
+calls ``generate`` instead.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
+
+from .fast_blip import FastGreedy
+from .fast_unet import fast_enabled
 
 TASKS = ("caption", "vqa")
 
@@ -13,14 +20,19 @@ TASKS = ("caption", "vqa")
 class Blip:
     """A BLIP model and its processor; ``caption`` or ``answer`` depending on the checkpoint's head."""
 
-    def __init__(self, model: Any, processor: Any, task: str, max_new_tokens: int):
+    def __init__(self, model: Any, processor: Any, task: str, max_new_tokens: int, fast: bool | None = None):
         self.model = model
         self.processor = processor
         self.task = task
         self.max_new_tokens = max_new_tokens
+        self.fast = fast_enabled(fast)
+        self.decoder = FastGreedy(model)  # its caches and graphs: one caller at a time, under the lock
+        self._lock = threading.Lock()
 
     def to(self, device: str) -> None:
-        self.model.to(device)
+        with self._lock:
+            self.decoder.clear()  # graphs and caches hold the old device's addresses
+            self.model.to(device)
 
     def caption(self, image: Any) -> str:
         """A short English description of the image."""
@@ -35,7 +47,11 @@ class Blip:
 
         inputs = inputs.to(self.model.device, self.model.dtype)  # casts only the floating tensors
         with torch.inference_mode():
-            tokens = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens)
+            if self.fast:
+                with self._lock:
+                    tokens = self.decoder.generate(**inputs, max_new_tokens=self.max_new_tokens)
+            else:
+                tokens = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens)
         return self.processor.decode(tokens[0], skip_special_tokens=True).strip()
 
 
@@ -49,4 +65,5 @@ def load(ctx: Any) -> Blip:
     model_class = BlipForConditionalGeneration if task == "caption" else BlipForQuestionAnswering
     model = model_class.from_pretrained(path, dtype=ctx.dtype).to(ctx.device).eval()
     processor = BlipProcessor.from_pretrained(path)
-    return Blip(model, processor, task, int(ctx.options.get("max_new_tokens", 30)))
+    max_new_tokens = int(ctx.options.get("max_new_tokens", 30))
+    return Blip(model, processor, task, max_new_tokens, fast=ctx.options.get("fast"))
