@@ -200,6 +200,8 @@ def test_text2image_through_every_fast_tier_gives_the_eager_image(tmp_path, monk
     kinds = {name: list(runner_for(m).kinds.values()) for name, m in
              (("unet", pipe.unet), ("decoder", pipe.vae.decoder), ("text", pipe.text_encoder))}  # fmt: skip
     assert kinds["unet"] == ["compiled"] and kinds["decoder"] == ["compiled"]
+    assert pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last), "compiled in NHWC"
+    assert pipe.vae.decoder.conv_in.weight.is_contiguous(), "the decoder keeps its layout (no gain measured)"
     assert kinds["text"] == ["eager"], "the text encoder replays a graph of its eager forward"
     assert solves, "UniPC's corrector solved without reading its status back"
     assert all("forward" not in vars(m) for m in fast_unet.fast_modules(pipe))
@@ -257,3 +259,38 @@ def test_sync_free_step_gives_the_same_latents_as_diffusers(name):
         return latents
 
     torch.testing.assert_close(denoise(True), denoise(False), rtol=0, atol=0)
+
+
+def test_channels_last_weights_only_where_graphs_run_and_only_with_the_compiler(tmp_path):
+    """NHWC weights serve the compiled convolutions: never without the compiler (--no-compile keeps the eager
+    model as it is), never off the graph backend's device, once; the UNet still gives its answer."""
+    from foundation_models.stable_diffusion import _Pipeline
+
+    pipe = tiny_pipeline(tmp_path)
+    weight = pipe.unet.conv_in.weight
+
+    def image(fast, compile):
+        return _Pipeline(pipe, {}, fast=fast, compile=compile)._run(
+            3, 7, None, prompt="a cat", height=64, width=64, output_type="np"
+        )
+
+    expected = image(False, True)
+    runner_for(pipe.unet, FakeGraphs())
+    assert abs(image(True, False) - expected).max() < 1e-5
+    assert not weight.is_contiguous(memory_format=torch.channels_last), "no compiler, no new layout"
+
+    class CudaOnly(FakeGraphs):
+        def accepts(self, tensor):
+            return tensor.is_cuda
+
+    class NoGrad(FakeGraphs):  # CudaGraphs' rule, less the device: no tensor that requires grad
+        def accepts(self, tensor):
+            return not tensor.requires_grad
+
+    assert not fast_unet.to_channels_last(pipe.unet, CudaOnly()), "a CPU model is left alone"
+    pipe.unet.requires_grad_(True)  # as from_pretrained leaves it; calls run under inference mode
+    assert fast_unet.to_channels_last(pipe.unet, NoGrad())
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    assert not fast_unet.to_channels_last(pipe.unet, NoGrad()), "once"
+    with torch.inference_mode():
+        assert abs(image(False, True) - expected).max() < 1e-5
