@@ -1,7 +1,7 @@
 """Exploration (device): regional compile of the full-size SD1.5 UNet, ControlNet and VAE decoder through the
 project's fast path (fast_unet.py), host syncs per scheduler step, cuDNN autotuning, and a kernel breakdown.
 
-    python benchmarks/explore_regions.py [parts]      # parts: regions,syncs,cudnn,kernels (default: all)
+    python benchmarks/explore_regions.py [parts]      # parts: regions,syncs,cudnn,kernels,layouts (default: all)
 
 Prints one JSON line per figure; run it in a fresh process with an empty inductor cache for cold figures.
 """
@@ -97,6 +97,32 @@ def regions(compiler):
     return unet
 
 
+def layouts():
+    """What serves the calls while the compile runs: graphs of the eager UNet forward, on NCHW weights and on the
+    channels-last weights that the fast path gives a module it compiles (no compile here; run without
+    EXPLORE_CHANNELS_LAST)."""
+    from diffusers import UNet2DConditionModel
+
+    from foundation_models.fast_unet import CudaGraphs, to_channels_last
+
+    unet = build(UNet2DConditionModel, SD / "unet")
+    x, t, e = unet_args()
+
+    def call():
+        return unet(x, t, encoder_hidden_states=e, return_dict=False)[0]
+
+    with torch.inference_mode():
+        reference = call()
+        for label in ("NCHW", "channels-last"):
+            if label == "channels-last":
+                out("converted", to_channels_last(unet, CudaGraphs()))
+            eager = ms_per_call(call, n=5, warm=1)
+            with graphed([unet]):
+                graph = ms_per_call(call)
+                diff = float((call().float() - reference.float()).abs().max())
+            out(f"unet {label} weights: eager ms, eager-graph ms, max diff", [eager, graph, diff])
+
+
 def cudnn(unet):
     x, t, e = unet_args()
     runner = runner_for(unet)
@@ -159,7 +185,7 @@ def syncs():
 
 
 if __name__ == "__main__":
-    parts = (sys.argv[1] if len(sys.argv) > 1 else "regions,syncs,cudnn,kernels").split(",")
+    parts = (sys.argv[1] if len(sys.argv) > 1 else "regions,syncs,cudnn,kernels,layouts").split(",")
     import torch._inductor.config as inductor_config
 
     out("torch, compile_threads, dynamic, channels_last",
@@ -168,6 +194,8 @@ if __name__ == "__main__":
     unet = None
     if "syncs" in parts:
         syncs()
+    if "layouts" in parts:
+        layouts()
     if "regions" in parts:
         unet = regions(compiler)
     if "cudnn" in parts and unet is not None:
