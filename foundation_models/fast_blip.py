@@ -33,6 +33,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .fast_unet import WeightWatch
+
 log = logging.getLogger(__name__)
 
 MAX_GRAPHS = 16  # VQA: one per question length (and limit) seen recently; the oldest is dropped first
@@ -128,14 +130,14 @@ class FastGreedy:
         self.last_path = ""  # "fast" or "generate": what the last call used (tests, benchmarks)
         self._pool: Any = None
         self._stream: Any = None
-        self._weights: tuple | None = None
+        self._weights = WeightWatch(model)
         self._warned = False
 
     def clear(self) -> None:
         """Drop graphs and caches (they hold device addresses: call before the model moves)."""
         self.buffers.clear()
         self.failed.clear()
-        self._pool = self._stream = self._weights = None
+        self._pool = self._stream = None
 
     def generate(self, *, max_new_tokens: int, **inputs: Any) -> Any:
         """``model.generate(**inputs, max_new_tokens=max_new_tokens)``, fast where it can be."""
@@ -143,7 +145,8 @@ class FastGreedy:
 
         with torch.inference_mode():
             if self._supported(inputs, max_new_tokens):
-                self._check_weights()
+                if self._weights.moved():  # graphs read the weights at fixed addresses
+                    self.clear()
                 ids = self._decode(self._inputs(**inputs), max_new_tokens)
                 if ids is not None:
                     self.last_path = "fast"
@@ -387,14 +390,6 @@ class FastGreedy:
             run()
         self._pool = graph.pool()  # one pool for all: the graphs never run at the same time
         return graph
-
-    def _check_weights(self) -> None:
-        """Graphs read the weights at fixed addresses: a model whose weights moved drops them."""
-        params = list(self.model.parameters())
-        weights = tuple((p.device, p.data_ptr()) for p in params[:: max(1, len(params) // 8)] + params[-1:])
-        if weights != self._weights:
-            self.clear()
-            self._weights = weights
 
 
 def additive(allowed: Any, dtype: Any) -> Any:

@@ -170,6 +170,22 @@ def _is_module(obj: Any) -> bool:
     return isinstance(obj, torch.nn.Module)
 
 
+class WeightWatch:
+    """Notices a module's weights moving (``.to(device)``, offloading, a layout change): graphs read weights at
+    fixed addresses, so their owner drops them when ``moved()``. A few weights stand for all of them."""
+
+    def __init__(self, module: Any):
+        params = list(module.parameters())
+        self.anchors = params[:: max(1, len(params) // 8)] + params[-1:]
+        self.addresses: tuple | None = None
+
+    def moved(self) -> bool:
+        """Whether they moved since the last call (True on the first)."""
+        addresses = tuple((p.device, p.data_ptr()) for p in self.anchors)
+        moved, self.addresses = addresses != self.addresses, addresses
+        return moved
+
+
 class GraphedForward:
     """One module's forward: eager, or the replay of the graph captured for these inputs' signature."""
 
@@ -180,9 +196,7 @@ class GraphedForward:
         self.graphs: dict[Any, Any] = {}  # signature -> captured graph, or None where capture failed
         self.kinds: dict[Any, str] = {}  # signature -> "eager" or "compiled": which forward its graph holds
         self.seen: set[Any] = set()
-        params = list(module.parameters())
-        self._anchors = params[:: max(1, len(params) // 8)] + params[-1:]  # a few weights to notice moves
-        self._weights: tuple | None = None
+        self._weights = WeightWatch(module)
         # Tier 3 (set by ``graphed``): the compiled forward, and the signatures it is warm for.
         self.compiler: BackgroundCompiler | None = None
         self.eager_graphs = True  # False: no graph of the eager forward, only of the compiled one
@@ -207,10 +221,8 @@ class GraphedForward:
         if signature is None:
             return self.eager(*args, **kwargs)
         key, leaves, spec = signature
-        weights = tuple((p.device, p.data_ptr()) for p in self._anchors)
-        if weights != self._weights:
+        if self._weights.moved():
             self.clear()
-            self._weights = weights
         graph = self.graphs.get(key, _MISSING)
         upgrade = key in self.compiled_keys and self.kinds.get(key) != "compiled"
         if graph is not _MISSING and not upgrade:
