@@ -33,7 +33,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .fast_unet import WeightWatch
+from .fast_unet import WeightWatch, reason
 
 log = logging.getLogger(__name__)
 
@@ -375,8 +375,9 @@ class FastGreedy:
             self.failed.add(key)
             if not self._warned:
                 self._warned = True
-                log.warning("CUDA graph capture of the BLIP decoder failed; it uses generate(): %s",
-                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)  # fmt: skip
+                log.warning(
+                    "CUDA graph capture of the BLIP decoder failed; it uses generate(): %s", reason(exc)
+                )
             return False
         finally:
             lock.release()

@@ -56,6 +56,16 @@ _RUNNER = "_visual_orchestrator_graphs"
 _MISSING = object()
 
 
+def reason(exc: BaseException) -> str:
+    """An exception in one line for a log: its first line that says something (dynamo's says only which
+    backend raised, and the cause follows on the next line)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    lines = [
+        line for line in lines if not (line.startswith("backend=") and line.endswith("raised:"))
+    ] or lines
+    return lines[0] if lines else type(exc).__name__
+
+
 def _env_on(name: str) -> bool:
     return os.environ.get(name, "1").strip().lower() not in ("0", "false", "no", "off")
 
@@ -256,8 +266,7 @@ class GraphedForward:
             try:
                 captured, result = self.backend.capture(forward, leaves, spec)
             except Exception as exc:  # a module that cannot be captured still runs, eagerly
-                log.warning("CUDA graph capture of %s failed; it runs eagerly: %s", self.name,
-                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)  # fmt: skip
+                log.warning("CUDA graph capture of %s failed; it runs eagerly: %s", self.name, reason(exc))
                 if upgrade:  # keep the eager graph, never try the compiled one again
                     self.compiled_keys.discard(key)
                     return self.eager(*args, **kwargs) if graph is None or graph is _MISSING else self.backend.replay(
@@ -318,7 +327,17 @@ class GraphedForward:
 # after Text2Image is ready in 1.7 s instead of 94 s, and the UNet's own cold compile went from 64 to 53 s at
 # 7.4 instead of 7.0 ms per step (docs/benchmarks.md). The glue between blocks runs eagerly, in the same CUDA graph.
 REGIONS = ("ResnetBlock2D", "Transformer2DModel")
+# Torch state that is process-wide, not per thread: transformers sets the default dtype while it builds a model
+# (``from_pretrained(dtype=...)``), and dynamo saves it (with the RNG states) before it traces and restores it after,
+# then fails the compile if it changed meanwhile. A model loading on one thread while the compiler traces on another
+# came out half float32 ("expected scalar type Half but found Float", seen on the H200), or the compile failed, or
+# the default dtype stayed float16. So tracing (each compiled region call) and model building take turns.
+GLOBAL_STATE = threading.RLock()
 CHANNELS_LAST = True  # the UNet's and ControlNet's weights in NHWC once compiling: 6.5 vs 7.4 ms a UNet step
+# Inductor times several launch configurations of each new pointwise kernel on the GPU; without that, a cold
+# Text2Image compile beside a serving loop took 85 s instead of 104-120 s, and the compiled call 0.161 s
+# (0.162-0.166 s with it) on the H200 (benchmarks/results/2026-11-29-h200-serving.txt). Set for the whole process.
+AUTOTUNE_POINTWISE = False
 DYNAMIC_REGIONS = False  # measured: symbolic sizes cost the conv layout (10.6 vs 7.4 ms) and compile longer
 _REGIONS = threading.local()  # .on: this thread calls the compiled regions (the compiled forward is running)
 
@@ -348,6 +367,7 @@ class BackgroundCompiler:
         self.lock = threading.RLock()
         self._jobs: queue.Queue = queue.Queue()
         self._pending = 0
+        self.jobs_submitted = 0  # ever, by every module: a caller sees whether its calls queued new compiles
         self._idle = threading.Condition()
         self._thread: threading.Thread | None = None
 
@@ -362,6 +382,7 @@ class BackgroundCompiler:
             ready.record()  # the copies are made on this thread's stream; the worker waits for them
         with self._idle:
             self._pending += 1
+            self.jobs_submitted += 1
         self._jobs.put((runner, key, example, spec, ready, torch.is_inference_mode_enabled()))
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(
@@ -374,7 +395,7 @@ class BackgroundCompiler:
         raise_recompile_limit()
         blocks = outermost(forward.__self__, self.regions) if self.regions else []
         if not blocks:
-            return self.compile_fn(forward, dynamic=False)
+            return _holding(GLOBAL_STATE, self.compile_fn(forward, dynamic=False))
         for block in blocks:
             cls = type(block)
             if cls not in self._by_class:
@@ -434,8 +455,10 @@ class BackgroundCompiler:
                     stream.synchronize()
         except Exception as exc:  # the graphs of the eager forward keep serving
             runner.compile_failed = True
-            log.warning("torch.compile of %s failed; it keeps the uncompiled fast path: %s", runner.name,
-                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)  # fmt: skip
+            log.warning(
+                "torch.compile of %s failed; it keeps the uncompiled fast path: %s", runner.name, reason(exc)
+            )
+            log.debug("torch.compile of %s failed", runner.name, exc_info=True)
             return
         log.info("compiled %s for %s in %.1f s", runner.name, _shapes(key), time.perf_counter() - started)
 
@@ -464,8 +487,25 @@ class RegionForward:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if getattr(_REGIONS, "on", False):
-            return self.compiled(self.block, *args, **kwargs)
+            with GLOBAL_STATE:  # this call may trace and compile: no model building meanwhile
+                return self.compiled(self.block, *args, **kwargs)
         return type(self.block).forward(self.block, *args, **kwargs)
+
+
+@contextmanager
+def building_models() -> Iterator[None]:
+    """Hold while building or loading a model: the background compiler does not trace meanwhile, and a trace
+    under way finishes first (a region's compile, seconds at most). See ``GLOBAL_STATE``."""
+    with GLOBAL_STATE:
+        yield
+
+
+def _holding(lock: Any, compiled: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return compiled(*args, **kwargs)
+
+    return call
 
 
 _COMPILER: BackgroundCompiler | None = None
@@ -502,8 +542,10 @@ def inductor_compile(forward: Callable[..., Any], dynamic: bool = False) -> Call
     """``torch.compile`` with inductor, whole graph, static shapes; compiled code is cached on disk so a
     restart takes seconds instead of a minute."""
     import torch
+    import torch._inductor.config
 
     use_project_inductor_cache()
+    torch._inductor.config.triton.autotune_pointwise = AUTOTUNE_POINTWISE
     return torch.compile(forward, fullgraph=True, dynamic=dynamic)
 
 

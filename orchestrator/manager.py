@@ -24,6 +24,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from foundation_models.fast_unet import building_models
+
 from .cards import CardSet, ComponentGroup, ModelCard
 from .placement import Plan
 from .weights import WeightResolver
@@ -176,7 +178,8 @@ class ModelManager:
             entry.state = LOADING
             started = time.perf_counter()
             try:
-                entry.obj = self._family(card.family).load(self._context(card, entry.device))
+                with building_models():
+                    entry.obj = self._family(card.family).load(self._context(card, entry.device))
             except BaseException:
                 entry.state = NOT_LOADED
                 raise
@@ -201,9 +204,10 @@ class ModelManager:
             group = self.cards.groups[group_name]
             entry.state = LOADING
             try:
-                entry.obj = self._family(group.family).load_component(
-                    self._context(None, entry.device, group), group, comp
-                )
+                with building_models():
+                    entry.obj = self._family(group.family).load_component(
+                        self._context(None, entry.device, group), group, comp
+                    )
             except BaseException:
                 entry.state = NOT_LOADED
                 raise

@@ -29,7 +29,10 @@ class CountingCompile:
 
     def __call__(self, forward, dynamic=False):
         if self.fail:
-            raise RuntimeError("Cannot find a working triton installation")
+            raise RuntimeError(  # worded as dynamo words a backend's failure: the cause on the second line
+                "backend='inductor' raised:\nRuntimeError: Cannot find a working triton installation\n\n"
+                "Set TORCHDYNAMO_VERBOSE=1 for the internal stack trace"
+            )
         self.compiled += 1
 
         def compiled(*args, **kwargs):
@@ -94,6 +97,7 @@ def test_a_failed_compile_keeps_the_eager_graph_and_says_so_once(model, caplog):
         run(model, compiler, (3, 3, 3, 3, 3, 3), wait_after=1)
     warnings = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "uncompiled fast path" in warnings[0].getMessage()
+    assert "Cannot find a working triton installation" in warnings[0].getMessage()  # the cause, not "raised:"
     assert runner.compile_failed and list(runner.kinds.values()) == ["eager"]
     assert backend.replays == 4, "the eager graph keeps replaying"
 
@@ -240,3 +244,46 @@ def test_other_schedulers_are_left_alone():
     scheduler = diffusers.DDIMScheduler()
     with fast_scheduler.sigmas_on_device(scheduler):
         assert "set_timesteps" not in vars(scheduler)
+
+
+def test_a_model_built_during_a_trace_keeps_its_dtype_and_the_trace_succeeds():
+    """Dynamo saves the default dtype before tracing and restores it after (then fails the compile if it changed);
+    transformers sets it while it builds a model. Seen on the H200: a BLIP loaded beside the UNet's compile came
+    out half float32. A compiled region's call holds GLOBAL_STATE, and so does building a model."""
+    import time
+
+    tracing, failures = threading.Event(), []
+
+    def slow_backend(gm, example_inputs):
+        tracing.set()
+        time.sleep(0.3)  # inductor takes seconds here
+        return gm.forward
+
+    class Block(torch.nn.Module):
+        def forward(self, x):
+            return x * 2 + 1
+
+    block = Block()
+    region = fast_unet.RegionForward(
+        block, torch.compile(Block.forward, backend=slow_backend, fullgraph=True)
+    )
+
+    def compile_thread():
+        fast_unet._REGIONS.on = True  # as inside a compiled module forward, on the compiler's thread
+        try:
+            assert torch.equal(region(torch.ones(3)), torch.full((3,), 3.0))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    worker = threading.Thread(target=compile_thread)
+    worker.start()
+    assert tracing.wait(30)
+    with fast_unet.building_models():  # what the model manager does around a load
+        torch.set_default_dtype(torch.float16)  # transformers' from_pretrained(dtype=float16)
+        try:
+            time.sleep(0.5)  # longer than the trace: without the lock, dynamo restores float32 in here
+            built = torch.nn.Linear(2, 2).weight.dtype
+        finally:
+            torch.set_default_dtype(torch.float32)
+    worker.join()
+    assert failures == [] and built == torch.float16 and torch.get_default_dtype() == torch.float32

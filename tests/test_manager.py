@@ -201,3 +201,31 @@ def test_a_failing_load_is_an_error_and_can_be_retried(tmp_path):
     assert states(orch)["C"] == "not loaded"
     orch.manager._families["fake"] = family
     assert session.call_tool("flaky", {"times": 0}).output == "ok"
+
+
+def test_models_are_built_while_the_background_compiler_cannot_trace(tmp_path):
+    """Building a model changes torch's process-wide default dtype for a moment (transformers does); the compiler's
+    tracing saves and restores it, so the two take turns on fast_unet.GLOBAL_STATE."""
+    from foundation_models import fast_unet
+
+    held: list[bool] = []
+
+    class Watching(FakeFamily):
+        def load(self, ctx):
+            probe = threading.Thread(
+                target=lambda: held.append(not fast_unet.GLOBAL_STATE.acquire(blocking=False))
+            )
+            probe.start()
+            probe.join()
+            return super().load(ctx)
+
+        def load_component(self, ctx, group, component):
+            return self.load(
+                SimpleNamespace(card=SimpleNamespace(name=component, shares={}), device=ctx.device)
+            )
+
+    orch = Orchestrator("A_cpu", cards=parse_cards(CARDS), devices=[CPU], families={"fake": Watching()},
+                        session_root=tmp_path)  # fmt: skip
+    with orch.manager.use("A"):
+        pass
+    assert held == [True, True, True]  # the card and its two shared components, each built under the lock
