@@ -1,4 +1,10 @@
-"""Command line: ``python -m orchestrator {run,tools,plan,ui}`` (also the ``visual-orchestrator`` script).
+"""Command line: ``python -m orchestrator {run,tools,plan,download,weights,warmup,ui}`` (also the
+``visual-orchestrator`` script).
+
+run: chat, one turn per message (cli_run.py); tools: the tools a --load spec exposes; plan: placement and VRAM,
+loading nothing; download / weights: fetch the cards' checkpoints, or check they are on disk (cli_weights.py);
+warmup: load and call every tool ahead of serving, filling the torch.compile cache on CUDA (cli_warmup.py);
+ui: the Gradio app.
 
 Exit codes: 0 success, 2 bad arguments or a spec that cannot be placed, 1 anything else.
 """
@@ -79,11 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     tools.add_argument("--json", action="store_true", help="a JSON list of {name, card, description, inputs}")
 
     from .cli_run import add_run_parser
+    from .cli_warmup import add_warmup_parser
     from .cli_weights import add_weights_parsers
     from .ui import add_ui_arguments
 
     add_run_parser(sub)
     add_weights_parsers(sub)
+    add_warmup_parser(sub)
     ui = sub.add_parser("ui", help="start the Gradio app (same as gradio_app.py)")
     add_ui_arguments(ui)
     return parser
@@ -101,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     for noisy in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.WARNING)
-    if args.command in ("run", "ui"):  # per-file loading bars are noise in a chat; downloads keep theirs
+    if args.command in ("run", "ui", "warmup"):  # per-file loading bars are noise here; downloads keep theirs
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         if args.command == "plan":
@@ -116,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .cli_weights import weights_command
 
             return weights_command(args)
+        if args.command == "warmup":
+            from .cli_warmup import warmup_command
+
+            return warmup_command(args)
         from .ui import launch_from_args
 
         return launch_from_args(args)

@@ -1,0 +1,194 @@
+"""``python -m orchestrator warmup``: every tool loaded and called, the compiler waited for on CUDA only, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from foundation_models import fast_unet
+from orchestrator import cli
+from orchestrator.cards import load_cards, parse_cards
+from orchestrator.devices import CPU, cuda_device
+from orchestrator.engine import Orchestrator
+from orchestrator.toolbox import all_tools
+from orchestrator.toolbox.control import MAX_GREY_CHROMA
+from orchestrator.tools import Param, Tool
+from orchestrator.warmup import edge_map, sample_args, synthetic_picture, warm_up
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--weights", "tiny", "--load", "Text2Image_cpu,ImageCaptioning_cpu"]
+
+
+def test_tiny_cpu_warmup_reports_every_tool_of_the_cards():
+    command = [sys.executable, "-m", "orchestrator", "warmup", *TINY, "--json"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert [(r["tool"], r["card"], r["device"]) for r in report["tools"]] == [
+        ("text2image", "Text2Image", "cpu"),
+        ("image_captioning", "ImageCaptioning", "cpu"),
+    ]
+    for row in report["tools"]:
+        assert row["first_seconds"] > 0 and row["ready_seconds"] > 0 and row["error"] is None, row
+    assert (
+        not report["compile_ahead"]
+        and not report["timed_out"]
+        and "nothing compiles off CUDA" in report["note"]
+    )
+    assert report["inductor_cache"] == str(Path(os.environ["VISUAL_ORCHESTRATOR_CACHE"]) / "inductor")
+    assert "text2image (Text2Image on cpu): call 1/2" in result.stderr  # progress goes to stderr
+
+
+def test_an_unknown_tool_exits_2_and_names_the_available_ones(capsys):
+    assert cli.main(["warmup", *TINY, "--tools", "text2image,nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert "no tool named 'nosuch'" in err and "available: text2image, image_captioning" in err
+
+
+def test_a_failing_tool_exits_1_with_its_error_and_the_others_are_still_warmed(capsys, tmp_path):
+    # hub weights, offline, nothing downloaded: Text2Image's checkpoint is missing; Image2Canny needs none.
+    argv = ["warmup", "--load", "Text2Image_cpu,Image2Canny_cpu", "--model-dir", str(tmp_path)]
+    assert cli.main(argv) == 1
+    captured = capsys.readouterr()
+    table = {
+        line.split()[0]: line for line in captured.out.splitlines() if line.startswith(("text2", "image2"))
+    }
+    assert "Checkpoint stable-diffusion-v1-5/stable-diffusion-v1-5 is n" in table["text2image"]
+    first, ready, error = table["image2canny"].split()[3:]
+    assert float(first) >= 0 and float(ready) >= 0 and error == "-"
+    assert "1 of 2 tools failed" in captured.out
+    assert (
+        "error: text2image: Checkpoint stable-diffusion-v1-5/stable-diffusion-v1-5 is not in" in captured.err
+    )
+    assert "python -m orchestrator download --load Text2Image_cpu" in captured.err
+
+
+# -- the compiler wait, with a fake card, a fake CUDA device and a fake compiler (no GPU needed) ------------------
+FAKE_CARDS = {"cards": {"Painter": {"family": "fake", "dtype": "float16", "vram_mb": 100, "tools": []}}}
+
+
+class FakeFamily:
+    class Model:
+        def to(self, device: str) -> None:
+            pass
+
+    def load(self, ctx):
+        return self.Model()
+
+
+class FakeCompiler:
+    """The background compiler as warm_up sees it: jobs queued by the tool's calls, done by ``wait``."""
+
+    def __init__(self, finishes: bool):
+        self.finishes, self.waits, self.jobs_submitted, self.pending = finishes, [], 0, 0
+
+    def submit(self) -> None:
+        self.jobs_submitted += 1
+        self.pending += 1
+
+    def busy(self) -> bool:
+        return self.pending > 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout)
+        if self.finishes:
+            self.pending = 0
+        return self.finishes
+
+
+@pytest.fixture(autouse=True)
+def fast_path_defaults(monkeypatch):
+    for name in (fast_unet.ENV_FLAG, fast_unet.COMPILE_FLAG, "TORCHINDUCTOR_CACHE_DIR"):
+        monkeypatch.delenv(name, raising=False)  # restored afterwards: warm_up points inductor at our cache
+
+
+def fake_orchestrator(device: str, tmp_path: Path, compiler: FakeCompiler | None = None, submit_on=(2,),
+                      **options) -> tuple[Orchestrator, list[dict]]:  # fmt: skip
+    """An orchestrator with one tool, ``paint``, whose calls number ``submit_on`` queue a compile (the fast
+    path's second call does; a later one does too when its capture was put off while the compiler was busy)."""
+    calls: list[dict] = []
+
+    def paint(ctx, image, prompt):
+        with ctx.model():
+            calls.append({"image": image, "prompt": prompt})
+        if compiler is not None and len(calls) in submit_on:
+            compiler.submit()
+        return "painted"
+
+    orch = Orchestrator(f"Painter_{device}", cards=parse_cards(FAKE_CARDS), devices=[CPU, cuda_device(0, 1_000)],
+                        families={"fake": FakeFamily()}, session_root=tmp_path, brain="rules", **options)  # fmt: skip
+    params = (Param("image", "image", "a picture", True), Param("prompt", str, "what to paint", True))
+    orch.tools = {"paint": Tool("paint", "Painter", "Paint.", params, paint)}
+    return orch, calls
+
+
+def test_on_cuda_it_waits_for_the_compiler_then_times_a_compiled_call(tmp_path):
+    compiler = FakeCompiler(finishes=True)
+    orch, calls = fake_orchestrator("cuda:0", tmp_path, compiler)
+    report = warm_up(orch, timeout=12.5, compiler=compiler)
+    # calls 1-2, wait, call 3 (queues nothing: done), then the timed call
+    assert len(compiler.waits) == 1 and 0 < compiler.waits[0] <= 12.5 and len(calls) == 4
+    assert report.compile_ahead and report.exit_code == 0
+    [row] = report.rows
+    assert (row.device, row.error) == ("cuda:0", None) and row.first_seconds > 0 and row.ready_seconds > 0
+    assert calls[0]["prompt"] and calls[0]["image"].startswith("image/")
+
+
+def test_calls_that_queue_more_compiles_are_waited_for_again(tmp_path):
+    compiler = FakeCompiler(finishes=True)
+    orch, calls = fake_orchestrator("cuda:0", tmp_path, compiler, submit_on=(2, 3, 4))
+    report = warm_up(orch, timeout=60, compiler=compiler)
+    # calls 1-2, wait, 3 queues, wait, 4 queues, wait, 5 queues nothing, then the timed call
+    assert len(compiler.waits) == 3 and len(calls) == 6 and report.exit_code == 0 and not compiler.busy()
+
+
+def test_off_cuda_nothing_is_waited_for(tmp_path):
+    compiler = FakeCompiler(finishes=True)
+    orch, calls = fake_orchestrator("cpu", tmp_path, compiler)
+    report = warm_up(orch, compiler=compiler)
+    assert compiler.waits == [] and len(calls) == 2 and not report.compile_ahead and report.exit_code == 0
+    assert "nothing compiles off CUDA" in report.note
+
+
+def test_without_the_compiler_each_tool_is_called_once_and_nothing_is_waited_for(tmp_path):
+    compiler = FakeCompiler(finishes=True)
+    orch, calls = fake_orchestrator("cuda:0", tmp_path, compiler, compile=False)
+    report = warm_up(orch, compiler=compiler)
+    assert compiler.waits == [] and len(calls) == 1 and report.exit_code == 0
+    assert "nothing to compile ahead" in report.note and report.rows[0].ready_seconds is None
+
+
+def test_a_compile_that_outlasts_the_timeout_exits_1(tmp_path, monkeypatch, capsys):
+    compiler = FakeCompiler(finishes=False)
+    orch, calls = fake_orchestrator("cuda:0", tmp_path, compiler)
+    monkeypatch.setattr(fast_unet, "background_compiler", lambda: compiler)
+    monkeypatch.setattr(cli, "orchestrator_from_args", lambda args: orch)
+    assert cli.main(["warmup", "--load", "Painter_cuda:0", "--timeout", "5"]) == 1
+    captured = capsys.readouterr()
+    assert (
+        len(compiler.waits) == 1 and 0 < compiler.waits[0] <= 5 and len(calls) == 2
+    )  # no more calls meanwhile
+    assert "did not finish within 5 s" in captured.out and "did not finish within 5 s" in captured.err
+    assert str(Path(os.environ["VISUAL_ORCHESTRATOR_CACHE"]) / "inductor") in captured.out
+
+
+def test_every_tool_gets_arguments_and_the_controlnets_a_grey_map():
+    cards = load_cards()
+    picture = synthetic_picture()
+    edges = np.asarray(edge_map(picture), dtype=float)
+    assert picture.size == (512, 512) and (edges.max(axis=2) - edges.min(axis=2)).mean() <= MAX_GREY_CHROMA
+    assert 0.01 < (edges > 0).mean() < 0.5  # outlines, not a blank or a full page
+    for tool in all_tools(cards):
+        args = sample_args(tool, "image/pic.png", (512, 512), "image/map.png", cards[tool.card].family)
+        assert {p.name for p in tool.params if p.required} <= set(args), tool.name
+        if cards[tool.card].family == "controlnet":
+            assert args["image"] == "image/map.png", tool.name
+    outpaint = next(t for t in all_tools(cards) if t.name == "outpainting")
+    assert sample_args(outpaint, "image/pic.png", (512, 384))["width"] > 512
