@@ -336,7 +336,7 @@ GLOBAL_STATE = threading.RLock()
 CHANNELS_LAST = True  # the UNet's and ControlNet's weights in NHWC once compiling: 6.5 vs 7.4 ms a UNet step
 # Inductor times several launch configurations of each new pointwise kernel on the GPU; without that, a cold
 # Text2Image compile beside a serving loop took 85 s instead of 104-120 s, and the compiled call 0.161 s
-# (0.162-0.166 s with it) on the H200 (benchmarks/results/2026-11-29-h200-serving.txt). Set for the whole process.
+# (0.162-0.166 s with it) on the H200 (benchmarks/results/2026-11-29-h200-serving.txt).
 AUTOTUNE_POINTWISE = False
 DYNAMIC_REGIONS = False  # measured: symbolic sizes cost the conv layout (10.6 vs 7.4 ms) and compile longer
 _REGIONS = threading.local()  # .on: this thread calls the compiled regions (the compiled forward is running)
@@ -542,11 +542,10 @@ def inductor_compile(forward: Callable[..., Any], dynamic: bool = False) -> Call
     """``torch.compile`` with inductor, whole graph, static shapes; compiled code is cached on disk so a
     restart takes seconds instead of a minute."""
     import torch
-    import torch._inductor.config
 
     use_project_inductor_cache()
-    torch._inductor.config.triton.autotune_pointwise = AUTOTUNE_POINTWISE
-    return torch.compile(forward, fullgraph=True, dynamic=dynamic)
+    options = {"triton.autotune_pointwise": AUTOTUNE_POINTWISE}  # inductor's settings for this function only
+    return torch.compile(forward, fullgraph=True, dynamic=dynamic, options=options)
 
 
 def use_project_inductor_cache() -> None:

@@ -5,10 +5,10 @@
 Each tool is called twice on a drawn 512x512 picture or its edge map (load + eager, then CUDA graphs and a
 queued background torch.compile); when a card is on CUDA, warmup waits for the compiler and calls each tool
 again, round after round while those calls queue more compiles (up to --timeout in all), then shows one more
-call's seconds per tool: what a served request gets. The compiled code
-stays in inductor's cache under $VISUAL_ORCHESTRATOR_CACHE/inductor, so run it with the server's cache and
-flags on the GPU model that will serve (after install, or a Docker build step with GPU access). Off CUDA
-nothing compiles; the calls still check that every checkpoint loads and runs.
+call's seconds per tool: what a served request gets. The compiled code stays in inductor's cache under
+$VISUAL_ORCHESTRATOR_CACHE/inductor, so run it with the server's cache and flags on the GPU model that will
+serve (after install, or a Docker build step with GPU access). Off CUDA nothing compiles; the calls still
+check that every checkpoint loads and runs.
 
 With --no-fast or --no-compile there is nothing to compile ahead: each tool is loaded and called once.
 Exit code 0 every tool ran, 1 a tool failed (the others are still warmed) or the compile outlasted --timeout,
