@@ -3,6 +3,7 @@ same calls with the compiler off, and what shortens the calls made meanwhile.
 
     python benchmarks/explore_serving.py DIR idle     # --no-compile: graphs of the eager forward, nothing compiling
     python benchmarks/explore_serving.py DIR during   # calls back to back while the cold compile runs
+    python benchmarks/explore_serving.py DIR beside   # --no-compile calls while another process compiles the UNet
 
 DIR holds the full-size random checkpoints (built there if missing). Give each ``during`` run its own empty
 VISUAL_ORCHESTRATOR_CACHE for a cold compile. ``EXPLORE_SWITCH_MS`` sets Python's GIL switch interval for the run
@@ -12,7 +13,9 @@ high-priority CUDA stream; ``EXPLORE_AUTOTUNE=0`` turns off inductor's benchmark
 Each call's wall time is set beside the serving thread's own CPU time and the GPU time between two events on its
 stream, and a watchdog thread that wakes every millisecond records when it could not run for 0.1 s or more (another
 thread held the GIL) and where the compile thread was just after: a stall with little CPU and GPU time of the
-call's own and a watchdog gap at the same moment is the GIL.
+call's own and a watchdog gap at the same moment is the GIL. ``beside`` tells the GIL from the rest: the same
+cold compile (explore_warmup.py serial, its own empty cache) in a child process, this one serving without a
+compiler; stalls that stay there come from sharing the GPU or the CPUs, not the interpreter.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -85,7 +89,7 @@ def main() -> None:
                                                 torch._inductor.config.triton.autotune_pointwise])  # fmt: skip
     out("mode, switch interval ms, compile threads, cpus",
         [mode, sys.getswitchinterval() * 1000, torch._inductor.config.compile_threads, os.cpu_count()])  # fmt: skip
-    orch = Orchestrator("Text2Image_cuda:0", weights="hub", model_dir=model_dir, compile=mode != "idle")
+    orch = Orchestrator("Text2Image_cuda:0", weights="hub", model_dir=model_dir, compile=mode == "during")
     compiler = background_compiler()
 
     costs = []  # (t, wall s, this thread's CPU s, GPU s between events on its stream)
@@ -120,8 +124,16 @@ def main() -> None:
             timeline = [call() for _ in range(20)]
             out("idle calls s", summary(timeline))
             return
-        while compiler.busy() and time.perf_counter() - t0 < 400:
+        child = None
+        if mode == "beside":
+            cache = Path(os.environ.get("TMPDIR", "/tmp")) / f"explore-serving-beside-{os.getpid()}"
+            child = subprocess.Popen([sys.executable, str(Path(__file__).parent / "explore_warmup.py"), "serial"],
+                                     env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)})  # fmt: skip
+        compiling = (lambda: child.poll() is None) if child is not None else compiler.busy
+        while compiling() and time.perf_counter() - t0 < 400:
             timeline.append((round(time.perf_counter() - t0, 2), round(call(), 4)))
+        if child is not None:
+            out("child compile exit code", child.wait(600))
         compiler.wait(600)
         ready = time.perf_counter() - t0
         out("calls while compiling s", summary([s for _, s in timeline]))
