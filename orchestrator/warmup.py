@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -135,6 +136,29 @@ def warm_up(
                 _call_all(session, selected, samples, out.rows, calls=1, first=False, say=say)
     out.seconds = time.perf_counter() - started
     return out
+
+
+def warm_up_in_background(orchestrator: Orchestrator, timeout: float = 900.0) -> threading.Thread:
+    """``warm_up`` on a daemon thread, for a server that is already answering (``gradio_app.py --warmup``): the
+    first users find the models loaded and, on CUDA, compiled; calls made meanwhile are served as usual. Progress
+    and the outcome go to the log."""
+
+    def run() -> None:
+        try:
+            report = warm_up(orchestrator, timeout=timeout, report=lambda line: log.info("warm-up: %s", line))
+        except Exception:  # a bug: the server goes on without the warm-up
+            log.exception("warm-up failed")
+            return
+        for row in report.rows:
+            if row.error:
+                log.warning("warm-up: %s failed: %s", row.tool, row.error)
+        ready = sum(1 for row in report.rows if not row.error)
+        log.info("warm-up finished in %.1f s: %d of %d tools ready. %s", report.seconds, ready, len(report.rows),
+                 report.note)  # fmt: skip
+
+    thread = threading.Thread(target=run, name="visual-orchestrator-warmup", daemon=True)
+    thread.start()
+    return thread
 
 
 def select_tools(orchestrator: Orchestrator, names: Sequence[str] | None) -> list[Tool]:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+from served_app import free_port
 
 from foundation_models import fast_unet
 from orchestrator import cli
@@ -47,6 +52,38 @@ def test_tiny_cpu_warmup_of_all_27_cards_runs_every_tool():
     )
     assert report["inductor_cache"] == str(Path(os.environ["VISUAL_ORCHESTRATOR_CACHE"]) / "inductor")
     assert "text2image (Text2Image on cpu): call 1/2" in result.stderr  # progress goes to stderr
+
+
+def test_the_app_with_warmup_serves_at_once_and_loads_every_tool_in_the_background(tmp_path):
+    port = free_port()
+    command = [sys.executable, "gradio_app.py", "--load", "Image2Canny_cpu,Text2Image_cpu", "--weights", "tiny",
+               "--brain", "rules", "--port", str(port), "--session-dir", str(tmp_path), "--warmup"]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+    seen, served, finished = [], False, None
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not (served and finished) and process.poll() is None:
+            try:
+                seen.append(lines.get(timeout=0.5))
+                finished = finished or next((line for line in seen if "warm-up finished" in line), None)
+            except queue.Empty:
+                pass
+            if not served:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+                        served = response.status == 200
+                except OSError:
+                    pass
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    output = "".join(seen)
+    assert served, output[-3000:]
+    assert finished and "2 of 2 tools ready" in finished, output[-3000:]
+    assert "loaded Text2Image on cpu" in output and "warm-up: image2canny" in output
 
 
 def test_an_unknown_tool_exits_2_and_names_the_available_ones(capsys):

@@ -37,6 +37,9 @@ def add_ui_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
     parser.add_argument("--concurrency", type=int, default=1, metavar="N",
                         help="turns that may run at once per device the models use (default 1)")  # fmt: skip
+    parser.add_argument("--warmup", action="store_true",
+                        help="load and call every tool in the background as the app starts serving, so the first users "
+                             "find the models loaded and, on CUDA, compiled (see the warmup command)")  # fmt: skip
 
 
 def parse_auth(values: list[str] | None) -> list[tuple[str, str]]:
@@ -58,6 +61,10 @@ def launch_from_args(args: argparse.Namespace) -> int:
     auth = parse_auth(args.auth)
     orchestrator = orchestrator_from_args(args, session_root=args.session_dir)
     demo = build_app(orchestrator, per_device_concurrency=args.concurrency)
+    if args.warmup:
+        from ..warmup import warm_up_in_background
+
+        warm_up_in_background(orchestrator)
     try:
         launch(demo, orchestrator, host=args.host, port=args.port, auth=auth, share=args.share)
     except OSError as exc:  # the port is taken, or the address cannot be bound
