@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import subprocess
@@ -232,3 +233,21 @@ def test_every_tool_gets_arguments_and_the_controlnets_a_grey_map():
             assert args["image"] == "image/map.png", tool.name
     outpaint = next(t for t in all_tools(cards) if t.name == "outpainting")
     assert sample_args(outpaint, "image/pic.png", (512, 384))["width"] > 512
+
+
+def test_the_apps_background_warmup_logs_a_failing_tool_and_finishes(tmp_path, caplog):
+    from orchestrator.errors import ToolError
+    from orchestrator.warmup import warm_up_in_background
+
+    orch, calls = fake_orchestrator("cpu", tmp_path)
+
+    def broken(ctx, image, prompt):
+        raise ToolError("the brush is missing")
+
+    orch.tools["broken"] = Tool("broken", "Painter", "Break.", orch.tools["paint"].params, broken)
+    with caplog.at_level(logging.INFO, logger="orchestrator.warmup"):
+        warm_up_in_background(orch).join(60)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("broken failed: the brush is missing" in m for m in messages), messages
+    assert any("warm-up finished" in m and "1 of 2 tools ready" in m for m in messages), messages
+    assert len(calls) == 2  # paint still warmed: load + eager, then its graph call
