@@ -15,8 +15,10 @@ kernel launches, the GPU's share about 1 ms. ``FastGreedy.generate`` returns the
    the 4-D mask over the whole static length come from device tensors (the cache's ``cumulative_length``), and the
    step ends by writing the argmax (pad once a row has met eos) into the input of the next one.
 
-Graphs are captured on a signature's first call (batch, image and question sizes, prompt length, length limit;
-at most ``MAX_GRAPHS`` kept, the oldest dropped) after an eager run on a side stream, and replayed from then on.
+Graphs are captured on a signature's first call (batch, image size, question length rounded up to
+``QUESTION_BUCKET`` tokens, prompt length, length limit; at most ``MAX_GRAPHS`` kept, the oldest dropped) after an
+eager run on a side stream, and replayed from then on. The padding that rounds a question up is masked in the text
+encoder and, through a pre-hook (``_cross_attention_mask``), in the decoder's cross-attention.
 Whether any row is still going is read back one step late, so the CPU keeps a step queued instead of waiting.
 
 Only plain greedy decoding goes this way (``plain_greedy``): any other generation config, an input it does not
@@ -37,7 +39,10 @@ from .fast_unet import WeightWatch, reason
 
 log = logging.getLogger(__name__)
 
-MAX_GRAPHS = 16  # VQA: one per question length (and limit) seen recently; the oldest is dropped first
+MAX_GRAPHS = 16  # input signatures kept (VQA: question bucket and limit); the oldest is dropped first
+# VQA questions are padded to a multiple of this many tokens so that questions of different lengths share one
+# signature: each new one costs a capture (80-190 ms on the H200) and 60-90 MB of graph memory.
+QUESTION_BUCKET = 16
 INPUTS = {"pixel_values", "input_ids", "attention_mask", "interpolate_pos_encoding"}
 
 # GenerationConfig fields, and the values at which generate() decodes plain greedy: no logits processor, no
@@ -71,8 +76,9 @@ class Inputs:
     """What the first new token is computed from, prepared as generate() prepares it."""
 
     pixels: Any  # (B, 3, H, W)
-    question: Any  # VQA: (B, Q) the question's ids, through the text encoder; None for captions
-    question_mask: Any  # VQA: (B, 1, 1, Q) additive mask over the question
+    question: Any  # VQA: (B, Q) the question's ids, padded to its bucket; None for captions
+    question_mask: Any  # VQA: (B, 1, 1, Q) additive, over the question's own padding and the bucket's
+    cross_mask: Any  # VQA: (B, 1, 1, Q) additive, the decoder's: over the bucket's padding only
     prompt: Any  # (B, P) the decoder's prompt
     prompt_mask: Any  # (B, P) bool, False at padding
     positions: Any  # (B, P) the prompt's position ids
@@ -132,6 +138,8 @@ class FastGreedy:
         self._stream: Any = None
         self._weights = WeightWatch(model)
         self._warned = False
+        self._cross_mask = _cross_attention_mask(model) if self._vqa else None
+        self.bucket = QUESTION_BUCKET if self._cross_mask is not None else 1  # questions padded to this
 
     def clear(self) -> None:
         """Drop graphs and caches (they hold device addresses: call before the model moves)."""
@@ -185,12 +193,20 @@ class FastGreedy:
         import torch
 
         text, device, batch = self.model.config.text_config, pixel_values.device, pixel_values.shape[0]
-        question = question_mask = mask = None
+        question = question_mask = cross_mask = mask = None
         if self._vqa:  # the question goes through the text encoder; the decoder starts from [DEC] alone
             question = torch.as_tensor(input_ids, device=device).long()
             given = attention_mask if attention_mask is not None else torch.ones_like(question)
             given = given.to(device=device, dtype=torch.bool)
+            length = question.shape[1]
+            bucket = max(length, min(-(-length // self.bucket) * self.bucket, text.max_position_embeddings))
+            question = torch.nn.functional.pad(question, (0, bucket - length), value=text.pad_token_id)
+            given = torch.nn.functional.pad(given, (0, bucket - length), value=False)
             question_mask = additive(given, self.model.dtype)[:, None, None]
+            # generate() lets the decoder see every position of the question it gets, the question's own padding
+            # included: only the positions added here are hidden from it
+            seen = (torch.arange(bucket, device=device) < length).expand(batch, bucket)
+            cross_mask = additive(seen, self.model.dtype)[:, None, None]
             start = self.model.decoder_start_token_id
             prompt = torch.full((batch, 1), start, dtype=torch.long, device=device)
         elif input_ids is None:  # [bos, eos] less its last token
@@ -207,7 +223,7 @@ class FastGreedy:
         mask = mask.to(device=device, dtype=torch.bool)
         positions = (mask.long().cumsum(-1) - 1).masked_fill(~mask, 0)
         interpolate = bool(interpolate_pos_encoding)
-        return Inputs(pixel_values, question, question_mask, prompt, mask, positions, interpolate)
+        return Inputs(pixel_values, question, question_mask, cross_mask, prompt, mask, positions, interpolate)
 
     def _encoder_length(self, x: Inputs) -> int:
         if x.question is not None:
@@ -297,9 +313,15 @@ class FastGreedy:
 
     def _forward(self, b: Buffers, ids: Any, positions: Any, allowed: Any) -> Any:
         mask = additive(allowed, b.encoder_states.dtype)[:, None]  # 4-D, as create_causal_mask makes it
-        out = self.model.text_decoder(input_ids=ids, position_ids=positions, attention_mask=mask,
-                                      encoder_hidden_states=b.encoder_states, cache=b.cache, use_cache=True,
-                                      logits_to_keep=1, return_dict=True)  # fmt: skip
+        if self._cross_mask is not None:  # the decoder's cross-attentions read it (_cross_attention_mask)
+            self._cross_mask.value = b.inputs.cross_mask
+        try:
+            out = self.model.text_decoder(input_ids=ids, position_ids=positions, attention_mask=mask,
+                                          encoder_hidden_states=b.encoder_states, cache=b.cache, use_cache=True,
+                                          logits_to_keep=1, return_dict=True)  # fmt: skip
+        finally:
+            if self._cross_mask is not None:
+                self._cross_mask.value = None
         return out.logits[:, -1]
 
     def _advance(self, b: Buffers, logits: Any, index: Any) -> None:
@@ -391,6 +413,44 @@ class FastGreedy:
             run()
         self._pool = graph.pool()  # one pool for all: the graphs never run at the same time
         return graph
+
+
+class _CrossMask:
+    """The decoder's mask over the question for the call under way (None outside FastGreedy's calls)."""
+
+    value: Any = None
+
+
+_HOLDER = "_visual_orchestrator_cross_mask"
+
+
+def _cross_attention_mask(model: Any) -> _CrossMask | None:
+    """A holder whose mask the decoder's cross-attentions apply, made once per model; None where the modules are
+    not there (then questions are not padded to buckets).
+
+    transformers 5.24's ``BlipTextAttention`` hands its mask to ``BlipTextSelfAttention`` as ``attention_mask``,
+    which a cross-attention replaces with its ``encoder_attention_mask`` argument, never given: a mask passed to
+    ``text_decoder`` is dropped. A forward pre-hook on each cross-attention gives it the holder's mask. The holder
+    is kept on the modules themselves, so a deep copy of the model gets hooks that read its own copy."""
+    decoder = model.text_decoder
+    if _HOLDER in decoder.__dict__:
+        return decoder.__dict__[_HOLDER]
+    layers = [m for n, m in decoder.named_modules() if n.endswith("crossattention.self")]
+    if not layers:
+        return None
+    holder = _CrossMask()
+    for module in (decoder, *layers):
+        object.__setattr__(module, _HOLDER, holder)
+    for layer in layers:
+        layer.register_forward_pre_hook(_give_cross_mask, with_kwargs=True)
+    return holder
+
+
+def _give_cross_mask(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    mask = module.__dict__[_HOLDER].value
+    if mask is not None and kwargs.get("encoder_hidden_states") is not None:
+        kwargs["encoder_attention_mask"] = mask
+    return args, kwargs
 
 
 def additive(allowed: Any, dtype: Any) -> Any:

@@ -17,7 +17,7 @@ from PIL import Image
 
 from foundation_models import fast_unet
 from foundation_models.blip import Blip
-from foundation_models.fast_blip import FastGreedy
+from foundation_models.fast_blip import QUESTION_BUCKET, FastGreedy
 from foundation_models.tiny import build_tiny_checkpoint
 
 QUESTIONS = ["what color is the sky?", "how many dogs are there", "is it a cat"]
@@ -90,6 +90,23 @@ def test_answers_are_generates_ids(tiny, images, n):
     for image, question in zip(images, QUESTIONS):
         inputs = tiny["processor"](images=image, text=question, return_tensors="pt")
         assert_same(tiny["vqa"], inputs, n, decoder)
+
+
+def test_questions_of_different_lengths_share_a_bucket_and_keep_generates_ids(tiny, images):
+    """Each new signature costs a capture and graph memory on CUDA: questions are padded to QUESTION_BUCKET
+    tokens, hidden from the decoder's cross-attention (which transformers' BLIP would not mask by itself)."""
+    decoder = FastGreedy(tiny["vqa"], graphs=False)
+    short = ["what is it", "what color is the sky?", "is there a red car in the street?"]
+    long = "is the animal on the left of the picture bigger than the one standing on the right side of it?"
+    lengths = []
+    for question in [*short, long]:
+        inputs = tiny["processor"](images=images[0], text=question, return_tensors="pt")
+        lengths.append(inputs["input_ids"].shape[1])
+        assert_same(tiny["vqa"], inputs, 8, decoder)
+    assert len(set(lengths[:3])) == 3 and max(lengths[:3]) <= QUESTION_BUCKET < lengths[3]
+    assert len(decoder.buffers) == 2  # one signature for the three short questions, one for the long one
+    copy_ = copy.deepcopy(tiny["vqa"])  # hooks copied with the model read the copy's own mask
+    assert_same(copy_, tiny["processor"](images=images[1], text=short[1], return_tensors="pt"), 8)
 
 
 @pytest.mark.parametrize("task", ["caption", "vqa"])
