@@ -19,10 +19,17 @@ class Device:
     kind: str  # "cpu", "mps", "cuda"
     total_mb: int | None = None  # None: not known, not checked
     free_mb: int | None = None
+    reserved_mb: int = 0  # of the free memory, kept for a model that is not a card (an hf: brain)
+    reserved_for: str = ""  # what, in words
 
     @property
     def is_accelerator(self) -> bool:
         return self.kind != "cpu"
+
+    @property
+    def available_mb(self) -> int | None:
+        """What the cards may use: the free memory less what is reserved; None when not known."""
+        return None if self.free_mb is None else max(0, self.free_mb - self.reserved_mb)
 
 
 CPU = Device("cpu", "cpu")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .brain import Brain, BrainConfig, brain_from
+from .brain.footprint import keep_free_for_brain
 from .cards import CardSet, ModelCard, load_cards
 from .devices import Device, devices_for
 from .images import ImageLimits
@@ -62,7 +63,7 @@ class Orchestrator:
         budgets = dict(max_vram) if isinstance(max_vram, Mapping) else parse_budgets(max_vram)
         if devices is None:
             devices = devices_for([i.device for i in self.items] + list(budgets))
-        self.devices = list(devices)
+        self.devices = keep_free_for_brain(list(devices), self.brain.config)
         self.plan: Plan = make_plan(self.cards, self.items, self.devices, budgets)
         self.weights = weights
         self.fast = fast

@@ -40,7 +40,7 @@ class DeviceLoad:
     @property
     def capacity_mb(self) -> int | None:
         """What may be resident at once: the budget, the free memory, or None (not checked)."""
-        limits = [m for m in (self.budget_mb, self.device.free_mb) if m is not None]
+        limits = [m for m in (self.budget_mb, self.device.available_mb) if m is not None]
         return min(limits) if limits else None
 
     @property
@@ -165,7 +165,10 @@ def _check_fits(cards: CardSet, load: DeviceLoad) -> None:
 
 def _free(load: DeviceLoad) -> str:
     d = load.device
-    return f"{d.free_mb:,} MB free of {d.total_mb:,} MB" if d.free_mb is not None else "size unknown"
+    if d.free_mb is None:
+        return "size unknown"
+    kept = f", {d.reserved_mb:,} MB of it kept for {d.reserved_for}" if d.reserved_mb else ""
+    return f"{d.free_mb:,} MB free of {d.total_mb:,} MB{kept}"
 
 
 def _have(devices: Sequence[Device]) -> str:
