@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--int8-weights", action="store_true", help="count UNets and ControlNets at their int8 size"
     )
+    plan.add_argument("--brain", default=None, metavar="BRAIN",
+                      help="hf:<model id or folder>: keep the local brain's GPU memory free, as the app does")  # fmt: skip
+    plan.add_argument("--quant", choices=("int8", "int4"), help="the hf: brain's --quant")
 
     tools = sub.add_parser("tools", help="list the tools a --load spec exposes")
     add_common_arguments(tools)
@@ -150,7 +153,13 @@ def plan_command(args: argparse.Namespace) -> int:
         cards = cards.with_int8_diffusion()
     items = parse_load_spec(args.spec, cards)
     budgets = parse_budgets(args.max_vram)
-    plan = make_plan(cards, items, devices_for([i.device for i in items] + list(budgets)), budgets)
+    devices = devices_for([i.device for i in items] + list(budgets))
+    if args.brain:
+        from .brain import BrainConfig
+        from .brain.footprint import keep_free_for_brain
+
+        devices = keep_free_for_brain(devices, BrainConfig.from_spec(args.brain, quant=args.quant))
+    plan = make_plan(cards, items, devices, budgets)
     if args.json:
         print(json.dumps(plan_as_dict(plan), indent=2))
     else:
@@ -187,6 +196,7 @@ def plan_as_dict(plan) -> dict:
                 "total_mb": load.total_mb,
                 "capacity_mb": load.capacity_mb,
                 "free_mb": load.device.free_mb,
+                "reserved_mb": load.device.reserved_mb,
                 "budget_mb": load.budget_mb,
                 "takes_turns": load.takes_turns,
             }
@@ -208,6 +218,8 @@ def format_plan(plan, cards) -> str:
         free = f"{load.device.free_mb:,}" if load.device.free_mb is not None else "-"
         budget = f"{load.budget_mb:,}" if load.budget_mb is not None else "-"
         note = "over budget: models take turns (LRU)" if load.takes_turns else "fits"
+        if load.device.reserved_mb:
+            note += f"; {load.device.reserved_mb:,} MB of the free kept for {load.device.reserved_for}"
         rows.append((name, str(len(load.cards)), f"{load.total_mb:,}", free, budget, note))
     lines += _table(rows)
     estimated = any(cards[n].vram_source == "estimated" for n in plan.placements)

@@ -52,3 +52,17 @@ def test_tools_placed_beside_a_local_brain_leave_it_room(tmp_path):
     assert f"6,600 MB of it kept for the hf brain {folder}" in str(error.value)
     small = Orchestrator("Image2Line_cuda:0", devices=devices, brain=f"hf:{folder}", session_root=tmp_path)
     assert small.plan.device_of("Image2Line") == "cuda:0"  # what still fits goes there
+
+
+def test_plan_shows_the_memory_kept_for_the_brain(tmp_path, monkeypatch, capsys):
+    from orchestrator import cli, devices
+
+    folder = fake_model(tmp_path / "qwen", 6_000)
+    monkeypatch.setattr(devices, "devices_for", lambda names: [CPU, cuda_device(0, 8_000)])
+    assert cli.main(["plan", "Image2Line_cuda:0", "--brain", f"hf:{folder}"]) == 0
+    assert f"6,600 MB of the free kept for the hf brain {folder}" in capsys.readouterr().out
+    assert (
+        cli.main(["plan", "Text2Image_cuda:0", "--brain", f"hf:{folder}", "--quant", "int4"]) == 0
+    )  # 1,980 MB
+    assert cli.main(["plan", "Text2Image_cuda:0", "--brain", f"hf:{folder}"]) == 2
+    assert "kept for the hf brain" in capsys.readouterr().err
