@@ -155,10 +155,14 @@ def plan_command(args: argparse.Namespace) -> int:
     budgets = parse_budgets(args.max_vram)
     devices = devices_for([i.device for i in items] + list(budgets))
     if args.brain:
-        from .brain import BrainConfig
+        from .brain import BrainConfig, BrainError
         from .brain.footprint import keep_free_for_brain
 
-        devices = keep_free_for_brain(devices, BrainConfig.from_spec(args.brain, quant=args.quant))
+        try:
+            config = BrainConfig.from_spec(args.brain, quant=args.quant)
+        except BrainError as exc:  # a bad --brain is a bad argument, as for run and ui
+            raise SpecError(str(exc)) from exc
+        devices = keep_free_for_brain(devices, config)
     plan = make_plan(cards, items, devices, budgets)
     if args.json:
         print(json.dumps(plan_as_dict(plan), indent=2))

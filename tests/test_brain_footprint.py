@@ -66,3 +66,5 @@ def test_plan_shows_the_memory_kept_for_the_brain(tmp_path, monkeypatch, capsys)
     )  # 1,980 MB
     assert cli.main(["plan", "Text2Image_cuda:0", "--brain", f"hf:{folder}"]) == 2
     assert "kept for the hf brain" in capsys.readouterr().err
+    assert cli.main(["plan", "Image2Line_cpu", "--brain", "foo"]) == 2  # a bad argument, as for run and ui
+    assert "Unknown brain 'foo'" in capsys.readouterr().err
