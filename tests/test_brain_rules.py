@@ -122,6 +122,23 @@ def test_after_the_tool_ran_the_reply_reports_it():
     assert reply == "已运行 text2image：Generated image/99999999.png\nimage2canny 未能运行：no image named x"
 
 
+@pytest.mark.parametrize(("prompt", "language", "noted"), [("一只红色的猫", "zh", True), ("a red cat", "en", False),
+                                                       ("赤い猫", "en", True), ("a red cat", "zh", False)])  # fmt: skip
+def test_a_description_the_rules_brain_could_not_translate_is_pointed_out(prompt, language, noted):
+    """The rules brain has no LLM to translate; the image models read English."""
+    turn = TurnInfo("画一只红色的猫" if language == "zh" else "draw a red cat", language, ())
+    call = BRAIN.respond([HumanMessage(turn.text)], TOOLS, turn, timeout=10)
+    call.tool_calls[0]["args"]["prompt"] = prompt
+    result = ToolMessage(
+        "Generated image/99999999.png", tool_call_id=call.tool_calls[0]["id"], name="text2image"
+    )
+    reply = BRAIN.respond([HumanMessage(turn.text), call, result], TOOLS, turn, timeout=10).content
+    assert reply.startswith(("已运行 text2image", "text2image: Generated"))
+    assert (("不会翻译" in reply) or ("understand English" in reply)) is noted
+    if noted:
+        assert ("不会翻译" in reply) is (language == "zh")
+
+
 @pytest.fixture(scope="module")
 def orchestrator(tmp_path_factory, monkeypatch_module):
     monkeypatch_module.delenv("OPENAI_API_KEY", raising=False)

@@ -27,6 +27,7 @@ _IMAGE = re.compile(r"(?:image/)?([0-9a-f]{8})(?:\.png)?\b")
 _IMAGE_REF = re.compile(r"(?:the\s+)?(?:image\s+|picture\s+|photo\s+)?image/[0-9a-f]{8}\.png", re.I)
 _IN_IMAGE = re.compile(r"\s+(?:in|from|of|on)\s+(?:the|this)\s+(?:image|picture|photo)\b", re.I)
 _HELP = {"", "help", "tools", "?", "帮助", "工具"}
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")  # Chinese, Japanese, Korean
 _NEWEST = {"latest", "newest", "last"}
 
 
@@ -90,7 +91,11 @@ class RulesBrain:
         last_user = max((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=-1)
         results = [m for m in messages[last_user + 1 :] if isinstance(m, ToolMessage)]
         if results:
-            return AIMessage(content="\n".join(_summary(m, turn.language) for m in results))
+            lines = [_summary(m, turn.language) for m in results]
+            calls = [c for m in messages[last_user + 1 :] if isinstance(m, AIMessage) for c in m.tool_calls]
+            if any(_CJK.search(v) for c in calls for v in c["args"].values() if isinstance(v, str)):
+                lines.append(message("rules_untranslated", turn.language))
+            return AIMessage(content="\n".join(lines))
         by_name = {t.name: t for t in tools}
         text = turn.text.strip()
         if text.startswith("/"):
