@@ -44,9 +44,8 @@ SAMPLE_TEXT = {
     "replacement": "a castle",
 }
 DEFAULT_TEXT = "a house"
-MAX_ROUNDS = (
-    6  # compile, call, compile again: a round per layer of graphs put off while the compiler was busy
-)
+# Rounds of wait-then-call: each one captures graphs whose capture was put off while the compiler was busy.
+MAX_ROUNDS = 6
 OUTPAINT_MARGIN = 128  # required width/height (outpainting) = the picture's side plus this: one step
 
 
@@ -74,9 +73,7 @@ class Row:
 class WarmupReport:
     rows: list[Row] = field(default_factory=list)
     seconds: float = 0.0
-    compile_ahead: bool = (
-        False  # a card is on CUDA with the fast path and its compiler on: warmup waited for it
-    )
+    compile_ahead: bool = False  # on CUDA with the compiler on: it was waited for
     timed_out: bool = False  # the background compile did not finish within the timeout
     timeout: float = 0.0
     inductor_cache: str = ""
