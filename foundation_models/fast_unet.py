@@ -253,8 +253,11 @@ class GraphedForward:
     def _capture(self, key: Any, leaves: list[Any], spec: Any, upgrade: bool, graph: Any, args: tuple,
                  kwargs: dict) -> Any:  # fmt: skip
         """Capture a graph of the compiled forward (``upgrade``) or of the eager one, unless the background
-        compiler is working right now: capturing beside it is unsafe, so this call makes do without."""
-        lock = self.compiler.lock if self.compiler is not None else None
+        compiler is working right now: capturing beside it is unsafe, so this call makes do without. That holds
+        for a module that is not compiled itself (the text encoder) too: the compiler may be working for another
+        one (on the H200 such a capture beside a UNet compile broke both, the compile for good)."""
+        compiler = self.compiler or running_compiler()
+        lock = compiler.lock if compiler is not None else None
         if lock is not None and not lock.acquire(blocking=False):
             return (
                 self.eager(*args, **kwargs)
@@ -510,6 +513,11 @@ def _holding(lock: Any, compiled: Callable[..., Any]) -> Callable[..., Any]:
 
 _COMPILER: BackgroundCompiler | None = None
 _COMPILER_LOCK = threading.Lock()
+
+
+def running_compiler() -> BackgroundCompiler | None:
+    """The process's compiler if one was made (its lock is held while it works), else None."""
+    return _COMPILER
 
 
 def background_compiler() -> BackgroundCompiler:

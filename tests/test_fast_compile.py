@@ -127,6 +127,30 @@ def test_no_capture_while_the_compiler_works(model):
     assert backend.captures == 1
 
 
+def test_a_module_that_is_not_compiled_does_not_capture_while_another_compiles(model, monkeypatch):
+    """The text encoder gets graphs without a compiler of its own; the process's compiler working for the UNet
+    must hold its capture back too (on the H200 such a capture broke both)."""
+    backend = FakeGraphs()
+    runner = runner_for(model, backend)
+    compiler = BackgroundCompiler(CountingCompile())
+    monkeypatch.setattr(fast_unet, "_COMPILER", compiler)
+    with compiler.lock:  # re-entrant: held here as the worker thread would hold it
+        held = threading.Event()
+        result = {}
+
+        def serve():
+            held.set()
+            result["out"] = run(model, None, (2, 2, 2))
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        thread.join(30)
+        assert held.is_set() and "out" in result
+        assert backend.captures == 0 and runner.graphs == {}, "captured beside a working compiler"
+    run(model, None, (2, 2))
+    assert backend.captures == 1, "once the compiler is idle the graph is captured"
+
+
 def test_moving_the_weights_drops_graphs_but_keeps_the_compiled_forward(model):
     backend, compile_fn = FakeGraphs(), CountingCompile()
     runner = runner_for(model, backend)
