@@ -189,9 +189,12 @@ class WeightWatch:
         self.anchors = params[:: max(1, len(params) // 8)] + params[-1:]
         self.addresses: tuple | None = None
 
+    def where(self) -> tuple:
+        return tuple((p.device, p.data_ptr()) for p in self.anchors)
+
     def moved(self) -> bool:
         """Whether they moved since the last call (True on the first)."""
-        addresses = tuple((p.device, p.data_ptr()) for p in self.anchors)
+        addresses = self.where()
         moved, self.addresses = addresses != self.addresses, addresses
         return moved
 
@@ -444,6 +447,10 @@ class BackgroundCompiler:
         started = time.perf_counter()
         device = next((x.device for x in example if isinstance(x, torch.Tensor) and x.is_cuda), None)
         mode = torch.inference_mode() if inference else torch.no_grad()  # the callers' mode: no recompile
+        weights = runner._weights.where()
+        if device is not None and any(d != device for d, _ in weights):  # offloaded since it was queued
+            runner.submitted.discard(key)  # its next call on the GPU queues it again
+            return
         try:
             if device is None:
                 with mode:
@@ -457,6 +464,12 @@ class BackgroundCompiler:
                         runner.compile_for(key, example, spec, self)
                     stream.synchronize()
         except Exception as exc:  # the graphs of the eager forward keep serving
+            if runner._weights.where() != weights:
+                # Offloaded while it compiled (budget mode): not the compiler's fault. What compiled is in the
+                # caches; the module's next call on the GPU queues the rest again.
+                runner.submitted.discard(key)
+                log.info("compile of %s put off: its weights moved meanwhile (%s)", runner.name, reason(exc))
+                return
             runner.compile_failed = True
             log.warning(
                 "torch.compile of %s failed; it keeps the uncompiled fast path: %s", runner.name, reason(exc)

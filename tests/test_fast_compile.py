@@ -151,6 +151,41 @@ def test_a_module_that_is_not_compiled_does_not_capture_while_another_compiles(m
     assert backend.captures == 1, "once the compiler is idle the graph is captured"
 
 
+def test_an_offload_during_the_compile_puts_it_off_instead_of_failing_for_good(model, caplog):
+    """Budget mode may offload a model while its compile runs (on the H200: 'Input type (torch.cuda.HalfTensor)
+    and weight type (torch.HalfTensor) should be the same'); the compile is queued again on its next call."""
+
+    class MovedMeanwhile(CountingCompile):
+        def __call__(self, forward, dynamic=False):
+            compiled = super().__call__(forward, dynamic)
+
+            def first_run_meets_an_offload(*args, **kwargs):
+                if self.calls == 0:
+                    self.calls += 1
+                    for param in model.parameters():  # what .to("cpu") and back does to the addresses
+                        param.data = param.data.clone()
+                    raise RuntimeError(
+                        "Input type (torch.cuda.HalfTensor) and weight type (torch.HalfTensor) …"
+                    )
+                return compiled(*args, **kwargs)
+
+            return first_run_meets_an_offload
+
+    backend, compile_fn = FakeGraphs(), MovedMeanwhile()
+    runner = runner_for(model, backend)
+    compiler = BackgroundCompiler(compile_fn)
+    with caplog.at_level(logging.WARNING):
+        # eager, then the eager graph and a compile that meets a move
+        run(model, compiler, (4, 4), wait_after=1)
+        assert not runner.compile_failed and compiler.jobs_submitted == 1
+        # the moved weights drop the graph, and the compile is queued again
+        run(model, compiler, (4, 4), wait_after=1)
+        assert compiler.jobs_submitted == 2
+        run(model, compiler, (4, 4))
+    assert list(runner.kinds.values()) == ["compiled"], "the second compile got through"
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], "a put-off compile is no failure"
+
+
 def test_moving_the_weights_drops_graphs_but_keeps_the_compiled_forward(model):
     backend, compile_fn = FakeGraphs(), CountingCompile()
     runner = runner_for(model, backend)
