@@ -43,6 +43,10 @@ def peak_mb() -> float:
     return cuda().max_memory_allocated() / MB if cuda() else 0.0
 
 
+def peak_reserved_mb() -> float:
+    return cuda().max_memory_reserved() / MB if cuda() else 0.0
+
+
 def free_cached() -> None:
     gc.collect()
     if cuda():

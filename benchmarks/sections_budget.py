@@ -6,7 +6,16 @@ import tempfile
 
 from . import inputs
 from .context import Run
-from .measure import Table, allocated_mb, free_cached, peak_mb, reserved_mb, reset_peak, seconds
+from .measure import (
+    Table,
+    allocated_mb,
+    free_cached,
+    peak_mb,
+    peak_reserved_mb,
+    reserved_mb,
+    reset_peak,
+    seconds,
+)
 
 
 def budget(run: Run) -> None:
@@ -20,8 +29,8 @@ def budget(run: Run) -> None:
     tools = {t.card: t for t in reversed(list(orch.tools.values()))}
     order = [c for c in inputs.CARD_ORDER if c in tools]
     timings: dict[str, list[tuple[float, float, str | None]]] = {card: [] for card in order}
-    memory: dict[str, list[tuple[float, float, int]]] = {card: [] for card in order}
-    overall_peak = 0.0
+    memory: dict[str, list[tuple[float, float, float, int]]] = {card: [] for card in order}
+    overall_peak = overall_reserved = 0.0
     for _ in range(2):
         for card in order:
             tool = tools[card]
@@ -34,9 +43,12 @@ def budget(run: Run) -> None:
             if call.images and not call.error:
                 images[tool.name] = call.images[0]
             timings[card].append((swap_s, call_s, call.error, state))
-            # what the allocator saw against what the manager counts as resident (weights only)
-            memory[card].append((peak_mb(), allocated_mb(), orch.manager.resident_mb(s.device)))
+            # what the allocator saw against what the manager counts as resident (weights)
+            memory[card].append(
+                (peak_mb(), peak_reserved_mb(), allocated_mb(), orch.manager.resident_mb(s.device))
+            )
             overall_peak = max(overall_peak, memory[card][-1][0])
+            overall_reserved = max(overall_reserved, memory[card][-1][1])
     table = Table(f"Budget mode: all {len(order)} tools on {s.device} with --max-vram {s.device}={s.budget}",
                   ["card", "1st: load s", "1st: call s", "2nd: state before", "2nd: swap-in s", "2nd: call s",
                    "error"],
@@ -46,13 +58,15 @@ def budget(run: Run) -> None:
     for card, ((load1, call1, err1, _), (swap2, call2, err2, state2)) in timings.items():
         table.add(card, load1, call1, state2, swap2, call2, (err1 or err2 or "")[:80])
     mem = Table(f"Budget mode: memory per call on {s.device} (MB; budget {s.budget})",
-                ["card", "1st: peak", "1st: held after", "1st: counted", "2nd: peak", "2nd: held after",
-                 "2nd: counted"],
-                note="peak = most memory allocated during the call (swap-in included); held after = allocated "
-                     "once it returned; counted = what the model manager counts as resident.")  # fmt: skip
+                ["card", "1st: peak", "1st: peak reserved", "1st: held after", "1st: weights", "2nd: peak",
+                 "2nd: peak reserved", "2nd: held after", "2nd: weights"],
+                note="peak = most memory allocated during the call (swap-in included), peak reserved = the most "
+                     "torch's allocator held from the GPU meanwhile; held after = allocated once it returned; "
+                     "weights = what the model manager counts as resident.")  # fmt: skip
     for card, rows in memory.items():
         mem.add(card, *(v for row in rows for v in row))
     run.value("budget_peak_allocated_mb", overall_peak)
+    run.value("budget_peak_reserved_mb", overall_reserved)
     run.value("budget_reserved_mb", reserved_mb())
     run.value("budget_errors", sum(1 for t in timings.values() for _, _, e, _ in t if e))
     run.value("budget_swap_in_s", {card: t[1][0] for card, t in timings.items()})

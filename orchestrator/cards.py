@@ -45,6 +45,7 @@ class ModelCard:
     vram_mb: int
     vram_source: str
     tools: tuple[str, ...]
+    working_mb: int = 0  # memory one call takes on top of the weights (activations, graph pools); 0: unknown
     checkpoints: Mapping[str, str] = field(default_factory=dict)
     shares: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     depends_on: tuple[str, ...] = ()
@@ -154,7 +155,7 @@ def _parse_card(name: str, spec: Any, groups: Mapping[str, ComponentGroup]) -> M
     where = f"Card {name}"
     spec = _mapping(spec, where)
     known = {
-        "description", "family", "checkpoints", "dtype", "vram_mb", "vram_source",
+        "description", "family", "checkpoints", "dtype", "vram_mb", "vram_source", "working_mb",
         "shares", "depends_on", "tools", "options",
     }  # fmt: skip
     unknown = sorted(set(spec) - known)
@@ -175,6 +176,7 @@ def _parse_card(name: str, spec: Any, groups: Mapping[str, ComponentGroup]) -> M
         vram_mb=_non_negative_int(spec.get("vram_mb"), f"{where}: field 'vram_mb'"),
         vram_source=_choice(spec, "vram_source", VRAM_SOURCES, where, "estimated"),
         tools=tuple(tools),
+        working_mb=_non_negative_int(spec.get("working_mb", 0), f"{where}: field 'working_mb'"),
         checkpoints=dict(checkpoints),
         shares=_parse_shares(spec.get("shares"), groups, where),
         depends_on=tuple(_str_list(spec.get("depends_on") or [], f"{where}: field 'depends_on'")),

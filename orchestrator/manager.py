@@ -3,7 +3,9 @@
 Each device has one re-entrant lock held while a model on it loads or runs, so a model loads exactly
 once even when many sessions ask at the same moment, and a pipeline never runs twice at once. When a
 budget would be exceeded, the least recently used models on that device are offloaded to CPU memory (or
-dropped, on the CPU itself); a model offloaded comes back with ``.to(device)`` on its next use.
+dropped, on the CPU itself); a model offloaded comes back with ``.to(device)`` on its next use. A budget holds
+the whole of what the models take: the weights, room for the call's working memory (the card's ``working_mb``)
+and, on CUDA, what the allocator shows beyond the weights (graph pools, cached blocks) before each call.
 
 A family module (``foundation_models/<family>.py``) provides ``load(ctx) -> model`` and, for families
 that own component groups, ``load_component(ctx, group, component) -> module``. A model that owns
@@ -48,6 +50,7 @@ class _Entry:
     in_use: int = 0
     loads: int = 0
     shared: tuple[str, ...] = ()  # for cards: keys of the shared components they use
+    working: int = 0  # for cards: MB a call takes on top of the weights
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,11 @@ class ModelManager:
         *,
         families: Mapping[str, ModuleType | Any] | None = None,
         options: Callable[[ModelCard | None], Mapping[str, Any]] | None = None,
+        memory_probe: Callable[[str], float | None] | None = None,
     ):
         self.cards = cards
+        # MB the process holds on a device (None: unknown); a budget counts it where it exceeds the weights
+        self.memory_probe = memory_probe or device_memory_mb
         self.plan = plan
         self.resolver = resolver
         self._families = dict(families or {})
@@ -109,7 +115,8 @@ class ModelManager:
         for name, placement in plan.placements.items():
             card = cards[name]
             shared = tuple(f"{g}/{c}" for g, comps in card.shares.items() for c in comps)
-            self._entries[name] = _Entry(name, placement.device, card.vram_mb, shared=shared)
+            self._entries[name] = _Entry(name, placement.device, card.vram_mb, shared=shared,
+                                         working=card.working_mb)  # fmt: skip
             for (group, comp), mb in cards.shared_mb(card).items():
                 key = self._component_key(group, comp, placement.device)
                 self._entries.setdefault(key, _Entry(key, placement.device, mb))
@@ -161,6 +168,7 @@ class ModelManager:
     # -- loading ----------------------------------------------------------------------------------
     def _ensure_resident(self, entry: _Entry, report: Callable[[str], None] | None) -> Any:
         if entry.state == RESIDENT:
+            self._make_room(entry)  # for this call's working memory
             for key in entry.shared:
                 self._ensure_component(self._entries[self._key_on(key, entry.device)])
             return entry.obj
@@ -230,26 +238,37 @@ class ModelManager:
 
     # -- budgets --------------------------------------------------------------------------------
     def _make_room(self, entry: _Entry) -> None:
+        """Evict the least recently used models until this card, its shared components and its working memory
+        fit in the budget beside what the device holds."""
         capacity = self.plan.budget_of(entry.device)
-        if capacity is None:
+        if capacity is None or self._in_use_mb(entry.device) + self._needed_mb(entry) <= capacity:
             return
-        needed = entry.mb + sum(
-            e.mb
-            for e in (self._entries[self._key_on(k, entry.device)] for k in entry.shared)
-            if e.state != RESIDENT
-        )
+        _empty_cache()  # blocks cached by earlier calls count as held until returned
         for victim in self._lru(entry.device, keep=entry):
-            if self.resident_mb(entry.device) + needed <= capacity:
+            if self._in_use_mb(entry.device) + self._needed_mb(entry) <= capacity:
                 return
             self._evict(victim)
-            needed = entry.mb + sum(
-                e.mb
-                for e in (self._entries[self._key_on(k, entry.device)] for k in entry.shared)
-                if e.state != RESIDENT
-            )
-        if self.resident_mb(entry.device) + needed > capacity:
-            log.warning("%s needs %d MB on %s; over its %d MB budget even after evicting", entry.key, needed,
-                        entry.device, capacity)  # fmt: skip
+        in_use, needed = self._in_use_mb(entry.device), self._needed_mb(entry)
+        if in_use + needed > capacity:
+            log.warning("%s needs %d MB on %s (%d MB of it to run) beside %d MB held; over its %d MB budget even "
+                        "after evicting", entry.key, needed, entry.device, entry.working, in_use, capacity)  # fmt: skip
+
+    def _needed_mb(self, entry: _Entry) -> int:
+        """MB a call of this card adds: its weights and shared components not resident yet, its working memory."""
+        shared = (self._entries[self._key_on(k, entry.device)] for k in entry.shared)
+        own = 0 if entry.state == RESIDENT else entry.mb
+        return own + sum(e.mb for e in shared if e.state != RESIDENT) + entry.working
+
+    def _in_use_mb(self, device: str) -> float:
+        """MB held on the device by the models: the resident weights, or what the allocator shows (less any
+        memory kept for an hf brain) where that is more."""
+        counted = self.resident_mb(device)
+        measured = self.memory_probe(device)
+        if measured is None:
+            return counted
+        load = self.plan.devices.get(device)
+        brain = load.device.reserved_mb if load is not None else 0
+        return max(counted, measured - brain)
 
     def _lru(self, device: str, keep: _Entry | None = None) -> list[_Entry]:
         """Resident cards on this device that may be evicted, least recently used first."""
@@ -304,6 +323,15 @@ def _empty_cache() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def device_memory_mb(device: str) -> float | None:
+    """MB this process holds on a CUDA device (reserved by torch's allocator: graph pools and cached blocks
+    included); None elsewhere."""
+    torch = sys.modules.get("torch")
+    if torch is None or not device.startswith("cuda") or not torch.cuda.is_available():
+        return None
+    return torch.cuda.memory_reserved(device) / 2**20
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

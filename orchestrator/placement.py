@@ -1,8 +1,9 @@
 """Placement: a pure function of (cards, load spec, devices, budgets) -> plan, or one clear error.
 
 Shared component groups count once per device. Without a budget every model on a device must fit in its
-free memory at once; with a budget (``--max-vram cuda:0=8GiB``) each model must fit on its own, and the
-model manager takes turns, evicting the least recently used.
+free memory at once, with room for one call's working memory (the largest of theirs: a device runs one model
+at a time); with a budget (``--max-vram cuda:0=8GiB``) each model and its working memory must fit on their
+own, and the model manager takes turns, evicting the least recently used.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class DeviceLoad:
     cards: list[str] = field(default_factory=list)
     own_mb: dict[str, int] = field(default_factory=dict)
     shared_mb: dict[SharedKey, int] = field(default_factory=dict)
+    working: dict[str, int] = field(default_factory=dict)  # card -> its working memory
 
     @property
     def total_mb(self) -> int:
@@ -44,9 +46,14 @@ class DeviceLoad:
         return min(limits) if limits else None
 
     @property
+    def working_mb(self) -> int:
+        """Room kept for the working memory of one call: the largest of these cards' (one runs at a time)."""
+        return max((self.working.values()), default=0)
+
+    @property
     def takes_turns(self) -> bool:
         """True when the models on this device exceed its budget and will be swapped (LRU)."""
-        return self.capacity_mb is not None and self.total_mb > self.capacity_mb
+        return self.capacity_mb is not None and self.total_mb + self.working_mb > self.capacity_mb
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,7 @@ def _cost(cards: CardSet, load: DeviceLoad, name: str) -> int:
 def _add(cards: CardSet, load: DeviceLoad, name: str) -> None:
     load.cards.append(name)
     load.own_mb[name] = cards[name].vram_mb
+    load.working[name] = cards[name].working_mb
     load.shared_mb.update(cards.shared_mb(cards[name]))
 
 
@@ -123,7 +131,7 @@ def _auto_device(cards: CardSet, name: str, loads: Mapping[str, DeviceLoad]) -> 
         if load.budget_mb is not None:  # with a budget, models take turns: one card must fit on its own
             room = load.capacity_mb - _working_set(cards, name)
         else:
-            room = load.capacity_mb - load.total_mb - cost
+            room = load.capacity_mb - load.total_mb - cost - max(load.working_mb, cards[name].working_mb)
         key = (cost, -room)
         if room >= 0 and (best_key is None or key < best_key):
             best, best_key = device, key
@@ -131,8 +139,9 @@ def _auto_device(cards: CardSet, name: str, loads: Mapping[str, DeviceLoad]) -> 
 
 
 def _working_set(cards: CardSet, name: str) -> int:
+    """MB one card needs on its own while it runs: its weights, shared components and working memory."""
     card = cards[name]
-    return card.vram_mb + sum(cards.shared_mb(card).values())
+    return card.vram_mb + sum(cards.shared_mb(card).values()) + card.working_mb
 
 
 def _check_fits(cards: CardSet, load: DeviceLoad) -> None:
@@ -144,19 +153,23 @@ def _check_fits(cards: CardSet, load: DeviceLoad) -> None:
         for card in load.cards:
             need = _working_set(cards, card)
             if need > capacity:
+                working = cards[card].working_mb
+                to_run = f" plus {working:,} MB for a call to run" if working else ""
                 raise PlacementError(
-                    f"{card} needs {need:,} MB on {name} but its budget allows {capacity:,} MB at once "
+                    f"{card} needs {need - working:,} MB{to_run} on {name} but its budget allows {capacity:,} MB at once "
                     f"({_free(load)}); raise --max-vram {name}=…, or put it elsewhere (e.g. {card}_cpu)."
                 )
         return
     used = DeviceLoad(load.device)
     for card in load.cards:
         cost = _cost(cards, used, card)
-        if used.total_mb + cost > capacity:
+        working = max(used.working_mb, cards[card].working_mb)
+        if used.total_mb + cost + working > capacity:
             left = capacity - used.total_mb
             after = f" after {', '.join(used.cards)}" if used.cards else ""
+            to_run = f" plus {working:,} MB for a call to run" if working else ""
             raise PlacementError(
-                f"{card} needs {cost:,} MB on {name} but only {left:,} MB is free{after} ({_free(load)}); "
+                f"{card} needs {cost:,} MB{to_run} on {name} but only {left:,} MB is free{after} ({_free(load)}); "
                 f"put it on another device (e.g. {card}_cpu or {card}_auto) "
                 f"or set a budget with --max-vram {name}=<size> so models take turns."
             )

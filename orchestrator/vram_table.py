@@ -17,8 +17,8 @@ START, END = "<!-- vram-table:start -->", "<!-- vram-table:end -->"
 
 def render(cards: CardSet) -> str:
     lines = [
-        "| --load name | what it is | own VRAM (MB) | shares | needs | tools |",
-        "|---|---|---:|---|---|---|",
+        "| --load name | what it is | own VRAM (MB) | a call takes (MB) | shares | needs | tools |",
+        "|---|---|---:|---:|---|---|---|",
     ]
     for card in cards.cards.values():
         mark = "" if card.vram_source == "measured" else " *"
@@ -26,7 +26,8 @@ def render(cards: CardSet) -> str:
         needs = ", ".join(card.depends_on) or "–"
         tools = ", ".join(f"`{t}`" for t in card.tools)
         lines.append(
-            f"| {card.name} | {card.description} | {card.vram_mb:,}{mark} | {shares} | {needs} | {tools} |"
+            f"| {card.name} | {card.description} | {card.vram_mb:,}{mark} | {card.working_mb:,} | {shares} | {needs} "
+            f"| {tools} |"
         )
     lines += ["", "| shared group | checkpoint | components (MB) |", "|---|---|---|"]
     for group in cards.groups.values():

@@ -82,6 +82,7 @@ def test_composites_depend_on_real_cards():
             lambda d: d["cards"]["ImageCaptioning"].update(vram_mb="lots"),
             "Card ImageCaptioning: field 'vram_mb'",
         ),
+        (lambda d: d["cards"]["Text2Image"].update(working_mb=-1), "Card Text2Image: field 'working_mb'"),
         (lambda d: d["cards"]["Text2Image"].update(shares=["sd14_base"]), "Card Text2Image: field 'shares'"),
         (
             lambda d: d["cards"]["Inpainting"].update(shares={"sd15_base": ["vea"]}),
@@ -122,3 +123,23 @@ def test_broken_yaml_is_a_card_error(tmp_path):
 
 def test_readme_vram_table_matches_the_cards():
     assert vram_table_main(["--check", "--readme", str(ROOT / "README.md")]) == 0
+
+
+def test_every_gpu_card_says_what_a_call_takes_and_measured_working_memory_is_written_back():
+    from benchmarks.update_cards import update
+
+    cards = load_cards()
+    assert all(
+        c.working_mb > 0 for c in cards.cards.values() if c.family in ("stable_diffusion", "controlnet")
+    )
+    text = (ROOT / "model_cards.yaml").read_text()
+    stripped = "".join(
+        line for line in text.splitlines(keepends=True) if not line.startswith("    working_mb:")
+    )
+    assert parse_cards(yaml.safe_load(stripped))["Text2Image"].working_mb == 0, "the field is optional"
+    written = update(stripped, {}, {}, {"Text2Image": 700, "ImageCaptioning": 90})
+    again = update(written, {}, {}, {"Text2Image": 710})  # a second run replaces, never adds a line
+    assert again.count("    working_mb:") == 2
+    parsed = parse_cards(yaml.safe_load(again))
+    assert (parsed["Text2Image"].working_mb, parsed["ImageCaptioning"].working_mb) == (710, 90)
+    assert parsed["Text2Image"].vram_mb == cards["Text2Image"].vram_mb

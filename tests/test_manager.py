@@ -142,6 +142,46 @@ def test_lru_offload_under_a_budget(tmp_path):
     assert family.loads == ["A", "C", "B"], "swapping moves weights; it never reloads from disk"
 
 
+def with_working_memory(card: str, mb: int) -> dict:
+    cards = {**CARDS["cards"], card: {**CARDS["cards"][card], "working_mb": mb}}
+    return {**CARDS, "cards": cards}
+
+
+def test_a_budget_keeps_room_for_the_calls_working_memory(tmp_path):
+    """Weights that fit the budget are not enough: C's call takes 400 MB more, so A makes way for it."""
+    orch = Orchestrator("A_cuda:0,C_cuda:0", cards=parse_cards(with_working_memory("C", 400)),
+                        devices=[CPU, cuda_device(0, 80_000)], max_vram="cuda:0=2600MiB",
+                        families={"fake": FakeFamily()}, session_root=tmp_path)  # fmt: skip
+    with orch.manager.use("A"):  # A + base = 2100
+        pass
+    with orch.manager.use("C"):  # 2100 + 500 fits the budget, but not with 400 more to run
+        assert states(orch) == {"A": "offloaded", "C": "resident"}
+    with orch.manager.use("A"):  # A runs in its weights: 500 + 2100 fits
+        pass
+    assert states(orch) == {"A": "resident", "C": "resident"}
+    with orch.manager.use("C"):  # resident, yet its call still needs the room
+        pass
+    assert states(orch) == {"A": "offloaded", "C": "resident"}
+
+
+def test_a_budget_counts_what_the_device_holds_beyond_the_weights(tmp_path):
+    """On CUDA the manager reads what the allocator holds (graph pools, cached blocks): 600 MB more than the
+    weights here, so C (500) no longer fits beside A (2100) under 2600."""
+    orch, _ = make("A_cuda:0,C_cuda:0", devices=(CPU, cuda_device(0, 80_000)), max_vram="cuda:0=2600MiB",
+                   tmp_path=tmp_path)  # fmt: skip
+    held = {"extra": 0}
+    orch.manager.memory_probe = lambda device: orch.manager.resident_mb(device) + held["extra"]
+    with orch.manager.use("A"):
+        pass
+    with orch.manager.use("C"):
+        pass
+    assert states(orch) == {"A": "resident", "C": "resident"}, "nothing held beyond the weights: both fit"
+    held["extra"] = 600
+    with orch.manager.use("A"):
+        pass
+    assert states(orch) == {"A": "resident", "C": "offloaded"}
+
+
 def test_cpu_budget_unloads_instead_of_offloading(tmp_path):
     orch, family = make("C_cpu,A_cpu", max_vram="cpu=2200MiB", tmp_path=tmp_path)
     with orch.manager.use("C"):

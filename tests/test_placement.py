@@ -101,7 +101,9 @@ def test_one_gpu_does_not_fit_names_model_mb_free_and_what_to_do():
     with pytest.raises(PlacementError) as err:
         plan("ImageCaptioning_cuda:0,Text2Image_cuda:0", small)
     message = str(err.value)
-    assert f"Text2Image needs {SD_BASE_MB:,} MB on cuda:0" in message
+    working = CARDS["Text2Image"].working_mb
+    assert working > 0, "the card says how much memory a call takes"
+    assert f"Text2Image needs {SD_BASE_MB:,} MB plus {working:,} MB for a call to run on cuda:0" in message
     assert f"only {2500 - CARDS['ImageCaptioning'].vram_mb:,} MB is free after ImageCaptioning" in message
     assert "Text2Image_cpu" in message and "--max-vram cuda:0=" in message
 
@@ -117,10 +119,31 @@ def test_one_gpu_budget_lets_more_models_take_turns():
 
 
 def test_budget_smaller_than_one_model_is_refused():
-    with pytest.raises(
-        PlacementError, match=f"Text2Image needs {SD_BASE_MB:,} MB on cuda:0 but its budget allows 1,024 MB"
-    ):
+    working = CARDS["Text2Image"].working_mb
+    message = (
+        f"Text2Image needs {SD_BASE_MB:,} MB plus {working:,} MB for a call to run on cuda:0 but its budget"
+    )
+    with pytest.raises(PlacementError, match=f"{message} allows 1,024 MB"):
         plan("Text2Image_cuda:0", ONE_GPU, "cuda:0=1GiB")
+
+
+def test_budget_keeps_room_for_a_call_not_just_the_weights():
+    """A budget that holds Text2Image's weights but not the memory its call takes is refused before anything
+    loads, instead of running out of memory (or over the budget) at the first picture."""
+    weights = SD_BASE_MB
+    working = CARDS["Text2Image"].working_mb
+    with pytest.raises(PlacementError, match="for a call to run"):
+        plan("Text2Image_cuda:0", ONE_GPU, f"cuda:0={weights + working // 2}MiB")
+    load = plan("Text2Image_cuda:0", ONE_GPU, f"cuda:0={weights + working}MiB").devices["cuda:0"]
+    assert not load.takes_turns
+
+
+def test_models_that_fill_the_free_memory_leave_no_room_to_run():
+    free = SD_BASE_MB + CARDS["InstructPix2Pix"].vram_mb + CARDS["InstructPix2Pix"].working_mb // 2
+    with pytest.raises(PlacementError, match="for a call to run"):
+        plan("Text2Image_cuda:0,InstructPix2Pix_cuda:0", [CPU, cuda_device(0, 24_000, free)])
+    p = plan("Text2Image_auto,InstructPix2Pix_auto", [CPU, cuda_device(0, 24_000, free)])
+    assert p.device_of("Text2Image") == "cuda:0" and p.device_of("InstructPix2Pix") == "cpu"
 
 
 def test_one_gpu_auto_overflows_to_cpu():
