@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from orchestrator.spec import parse_size_mb
+
 from .measure import Table, fmt
 
 GOALS = (
@@ -97,6 +99,14 @@ def summary(r: dict[str, Any]) -> Table:
     if "budget_errors" in v:
         table.add(f"Budget mode: tools failing under {v.get('budget', '8GiB')}", "–", v["budget_errors"], "–", "0",
                   "yes" if v["budget_errors"] == 0 else "no")  # fmt: skip
+    if "budget_peak_reserved_mb" in v:  # measured since the budget counts working memory
+        budget_mb = parse_size_mb(v.get("budget", "8GiB"), "budget")
+        for label, key in (
+            ("allocated", "budget_peak_allocated_mb"),
+            ("reserved by torch", "budget_peak_reserved_mb"),
+        ):
+            table.add(f"Budget mode: peak memory {label} under {v.get('budget', '8GiB')} (MB)", "–", v[key], "–",
+                      f"≤ {budget_mb:,}", "yes" if v[key] <= budget_mb else "no")  # fmt: skip
     if "overhead" in v:
         ms = v["overhead"]["median_ms"]
         table.add("Orchestrator overhead per turn (ms)", "–", ms, "–", "≤ 5 ms", "yes" if ms <= 5 else "no")
