@@ -5,6 +5,9 @@ same calls with the compiler off, and what shortens the calls made meanwhile.
     python benchmarks/explore_serving.py DIR during   # calls back to back while the cold compile runs
     python benchmarks/explore_serving.py DIR beside   # --no-compile calls while another process compiles the UNet
 
+``during`` compiles through the compile helper process (compile_helper.py) as the server does;
+VISUAL_ORCHESTRATOR_COMPILE_HELPER=0 compiles in this process only, as before it existed.
+
 DIR holds the full-size random checkpoints (built there if missing). Give each ``during`` run its own empty
 VISUAL_ORCHESTRATOR_CACHE for a cold compile. ``EXPLORE_SWITCH_MS`` sets Python's GIL switch interval for the run
 (default 5 ms); TORCHINDUCTOR_COMPILE_THREADS limits inductor's compile workers; ``EXPLORE_PRIORITY=1`` serves on a

@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from foundation_models.fast_unet import no_compile_helper
+
 from .brain import Brain, BrainConfig, brain_from
 from .brain.footprint import keep_free_for_brain
 from .cards import CardSet, ModelCard, load_cards
@@ -65,6 +67,8 @@ class Orchestrator:
             devices = devices_for([i.device for i in self.items] + list(budgets))
         self.devices = keep_free_for_brain(list(devices), self.brain.config)
         self.plan: Plan = make_plan(self.cards, self.items, self.devices, budgets)
+        if any(device.startswith("cuda") for device in budgets):
+            no_compile_helper()  # its copy of a module on the GPU would be outside the budget
         self.weights = weights
         self.fast = fast
         self.compile = compile

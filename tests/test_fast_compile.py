@@ -186,6 +186,23 @@ def test_an_offload_during_the_compile_puts_it_off_instead_of_failing_for_good(m
     assert not [r for r in caplog.records if r.levelname == "WARNING"], "a put-off compile is no failure"
 
 
+def test_the_compile_helper_leaves_once_the_queue_is_empty(model):
+    """The helper process holds a CUDA context and a copy of the module: it is stopped whenever the compiler has
+    nothing left to do (the next job starts it again)."""
+
+    class FakeHelper:
+        closed = 0
+
+        def close(self):
+            self.closed += 1
+
+    compiler = BackgroundCompiler(CountingCompile())
+    compiler.helper = helper = FakeHelper()
+    runner_for(model, FakeGraphs())
+    run(model, compiler, (3, 3, 3), wait_after=1)
+    assert helper.closed == 1 and not compiler.busy()
+
+
 def test_moving_the_weights_drops_graphs_but_keeps_the_compiled_forward(model):
     backend, compile_fn = FakeGraphs(), CountingCompile()
     runner = runner_for(model, backend)

@@ -1,0 +1,313 @@
+"""Compile ahead in a helper process, so that serving never shares its CUDA context with a cold compile.
+
+On the H200, Text2Image called back to back while its UNet compiled in the same process stalled for 1-4 s
+about one call in four or five (p90 1.4-2.0 s against 0.28 s); with the same compile in another process it
+never did (p90 0.288 s, max 0.48 s; benchmarks/results/2026-11-29-h200-serving-beside.txt). So the background
+compiler first hands each job to this helper: it builds the module again from its diffusers config (random
+weights: compiled code does not depend on their values), compiles the same regions for the same input
+signature, and runs them once, which fills inductor's and AOT autograd's on-disk caches. The compile in the
+serving process then finds every graph there and only traces and loads (on CPU, a tiny UNet: 37.5 s cold,
+5.0 s after the helper; 8 of 8 graphs from the cache).
+
+The helper is one long-lived child process (``python -m foundation_models.compile_helper``), started on the
+first job; jobs and answers are pickled over its stdin and stdout. Anything it cannot do (a module without a
+diffusers config, int8 weights, a crash, a timeout) only means the serving process compiles that job itself,
+as it did before. ``VISUAL_ORCHESTRATOR_COMPILE_HELPER=0`` turns it off; so does a VRAM budget on the device
+(the helper's copy of the module would not be counted).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ENV_FLAG = "VISUAL_ORCHESTRATOR_COMPILE_HELPER"
+TIMEOUT_S = 1800.0  # one job (a cold SD1.5 UNet takes about 50 s on an H200)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to build a module again: a diffusers model class and its config, the module's attribute path in it
+    ('' for the model itself), and the state of its weights that compiled code depends on."""
+
+    cls: str  # "package.module:Class"
+    config: str  # JSON
+    attr: str
+    dtype: str
+    channels_last: bool
+    requires_grad: bool
+
+
+@dataclass(frozen=True)
+class Job:
+    recipe: Recipe
+    leaves: list[Any]  # ("tensor", shape, stride, dtype, device) or ("value", value)
+    spec: Any  # the inputs' pytree spec
+    inference: bool
+    regions: tuple[str, ...]
+    dynamic: bool
+
+
+def helper_enabled() -> bool:
+    return os.environ.get(ENV_FLAG, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def set_owner(module: Any, owner: Any, attr: str) -> None:
+    """Say that ``module`` is ``owner.<attr>`` (the VAE's decoder has no config of its own; its VAE does)."""
+    object.__setattr__(module, "_visual_orchestrator_owner", (weakref.ref(owner), attr))
+
+
+def recipe_for(module: Any) -> Recipe | None:
+    """The recipe of a diffusers model (or of a module inside one, see ``set_owner``), or None."""
+    import torch
+
+    root, attr = module, ""
+    owned = module.__dict__.get("_visual_orchestrator_owner")
+    if owned is not None:
+        root, attr = owned[0](), owned[1]
+        if root is None:
+            return None
+    config = getattr(root, "config", None)
+    if config is None or not hasattr(type(root), "from_config"):
+        return None
+    params = list(module.parameters())
+    if not params or any(not p.is_floating_point() or p.dtype != params[0].dtype for p in params):
+        return None  # int8 weights and the like: not built from a config
+    kernel = next((p for p in params if p.dim() == 4 and p.shape[2] * p.shape[3] > 1), None)
+    channels_last = (
+        kernel is not None
+        and not kernel.is_contiguous()
+        and kernel.is_contiguous(memory_format=torch.channels_last)
+    )
+    try:  # the private keys (_name_or_path is a Path once loaded from disk) do not build anything
+        config_json = json.dumps({k: v for k, v in config.items() if not k.startswith("_")}, sort_keys=True)
+    except TypeError:
+        return None
+    return Recipe(
+        f"{type(root).__module__}:{type(root).__qualname__}",
+        config_json,
+        attr,
+        str(params[0].dtype).removeprefix("torch."),
+        channels_last,
+        params[0].requires_grad,
+    )
+
+
+def describe(leaves: list[Any]) -> list[Any]:
+    import torch
+
+    return [
+        ("tensor", tuple(x.shape), tuple(x.stride()), str(x.dtype).removeprefix("torch."), str(x.device))
+        if isinstance(x, torch.Tensor)
+        else ("value", x)
+        for x in leaves
+    ]
+
+
+class CompileHelper:
+    """The parent's side: one child process, one job at a time (the background compiler's thread calls it)."""
+
+    def __init__(self, timeout_s: float = TIMEOUT_S):
+        self.timeout_s = timeout_s
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self.broken = False  # after a crash or a timeout: the serving process compiles by itself from then on
+        self._told: set[str] = set()
+
+    def prepare(self, module: Any, leaves: list[Any], spec: Any, inference: bool, regions: tuple[str, ...],
+                dynamic: bool) -> bool:  # fmt: skip
+        """Compile this module's forward for these inputs in the helper; True when it did (the caches hold it)."""
+        recipe = recipe_for(module)
+        if recipe is None or self.broken:
+            if recipe is None and type(module).__name__ not in self._told:
+                self._told.add(type(module).__name__)
+                log.info("compile helper: %s is not built from a diffusers config; compiling it here",
+                         type(module).__name__)  # fmt: skip
+            return False
+        try:
+            job = Job(recipe, describe(leaves), spec, inference, tuple(regions), dynamic)
+            payload = pickle.dumps(job)
+        except Exception as exc:  # an input that does not pickle: compile here
+            log.debug("compile helper: cannot send %s: %s", type(module).__name__, exc)
+            return False
+        with self._lock:
+            started = time.perf_counter()
+            answer = self._ask(payload)
+        if answer is None:
+            return False
+        if not answer.get("ok"):
+            log.info("compile helper could not compile %s (%s); compiling it here", type(module).__name__,
+                     answer.get("error"))  # fmt: skip
+            return False
+        log.info("compile helper compiled %s in %.1f s", type(module).__name__, time.perf_counter() - started)
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def _ask(self, payload: bytes) -> dict | None:
+        try:
+            proc = self._start()
+            timer = threading.Timer(self.timeout_s, proc.kill)
+            timer.start()
+            try:
+                proc.stdin.write(len(payload).to_bytes(8, "little") + payload)
+                proc.stdin.flush()
+                size = int.from_bytes(_read(proc.stdout, 8), "little")
+                return pickle.loads(_read(proc.stdout, size))
+            finally:
+                timer.cancel()
+        except Exception as exc:
+            self.broken = True
+            log.warning("compile helper stopped (%s); compiling in this process from now on", exc)
+            self._stop()
+            return None
+
+    def _start(self) -> subprocess.Popen:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        from .fast_unet import inductor_cache_dir, use_project_inductor_cache
+
+        use_project_inductor_cache()  # the child inherits the cache folder through the environment
+        log_path = Path(inductor_cache_dir()) / "compile-helper.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        root = str(Path(__file__).resolve().parents[1])
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+        }
+        with open(log_path, "ab") as stderr:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "foundation_models.compile_helper"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env,
+            )  # fmt: skip
+        return self._proc
+
+    def _stop(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+
+def _read(stream: Any, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = stream.read(size - len(data))
+        if not chunk:
+            raise EOFError("the helper process exited")
+        data += chunk
+    return data
+
+
+# -- the child ----------------------------------------------------------------------------------
+class _Worker:
+    def __init__(self) -> None:
+        self.key: Any = None
+        self.module: Any = None
+        self.compiled: Any = None
+        self.compiler: Any = None
+
+    def run(self, job: Job) -> dict:
+        import torch
+        from torch.utils._pytree import tree_unflatten
+
+        device = next(
+            (torch.device(leaf[4]) for leaf in job.leaves if leaf[0] == "tensor"), torch.device("cpu")
+        )
+        started = time.perf_counter()
+        self._build(job, device)
+        args, kwargs = tree_unflatten([_example(leaf) for leaf in job.leaves], job.spec)
+        mode = torch.inference_mode() if job.inference else torch.no_grad()
+        with mode:
+            if device.type == "cuda":
+                with torch.cuda.device(device):
+                    self.compiled(*args, **kwargs)
+                    torch.cuda.synchronize(device)
+            else:
+                self.compiled(*args, **kwargs)
+        return {"ok": True, "seconds": time.perf_counter() - started}
+
+    def _build(self, job: Job, device: Any) -> None:
+        import torch
+
+        from . import fast_unet
+
+        key = (job.recipe, str(device), job.regions, job.dynamic)
+        if key == self.key:
+            return
+        self.key = self.module = self.compiled = None
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        module_name, _, cls_name = job.recipe.cls.partition(":")
+        cls = getattr(importlib.import_module(module_name), cls_name)
+        with torch.device(device):
+            root = cls.from_config(json.loads(job.recipe.config))
+        module = root
+        for part in filter(None, job.recipe.attr.split(".")):
+            module = getattr(module, part)
+        module.to(getattr(torch, job.recipe.dtype)).eval().requires_grad_(job.recipe.requires_grad)
+        if job.recipe.channels_last:
+            module.to(memory_format=torch.channels_last)
+        if self.compiler is None or (self.compiler.regions, self.compiler.dynamic) != (
+            job.regions,
+            job.dynamic,
+        ):
+            self.compiler = fast_unet.BackgroundCompiler(regions=job.regions, dynamic=job.dynamic)
+        self.compiled = self.compiler.compiled_forward(type(module).forward.__get__(module))
+        self.key, self.module = key, module
+
+
+def _example(leaf: Any) -> Any:
+    import torch
+
+    if leaf[0] != "tensor":
+        return leaf[1]
+    _, shape, stride, dtype, device = leaf
+    tensor = torch.empty_strided(shape, stride, dtype=getattr(torch, dtype), device=device)
+    if tensor.is_floating_point():
+        tensor.normal_()
+    else:
+        tensor.zero_()
+    return tensor
+
+
+def main() -> None:
+    protocol_in = sys.stdin.buffer
+    protocol_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # whatever a library prints goes to the log, not into the answers
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    worker = _Worker()
+    while True:
+        try:
+            size = int.from_bytes(_read(protocol_in, 8), "little")
+        except EOFError:
+            return
+        try:
+            job = pickle.loads(_read(protocol_in, size))
+            answer = worker.run(job)
+        except Exception as exc:
+            log.exception("job failed")
+            worker.key = None
+            answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
+        payload = pickle.dumps(answer)
+        protocol_out.write(len(payload).to_bytes(8, "little") + payload)
+        protocol_out.flush()
+
+
+if __name__ == "__main__":
+    main()
