@@ -18,6 +18,7 @@ as it did before. ``VISUAL_ORCHESTRATOR_COMPILE_HELPER=0`` turns it off; so does
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import logging
@@ -143,6 +144,9 @@ class CompileHelper:
         except Exception as exc:  # an input that does not pickle: compile here
             log.debug("compile helper: cannot send %s: %s", type(module).__name__, exc)
             return False
+        done = _marker(payload, leaves)
+        if done.exists():  # compiled before, into this cache: the compile here finds it without the helper
+            return True
         with self._lock:
             started = time.perf_counter()
             answer = self._ask(payload)
@@ -153,6 +157,8 @@ class CompileHelper:
                      answer.get("error"))  # fmt: skip
             return False
         log.info("compile helper compiled %s in %.1f s", type(module).__name__, time.perf_counter() - started)
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.touch()
         return True
 
     def close(self) -> None:
@@ -185,6 +191,8 @@ class CompileHelper:
         use_project_inductor_cache()  # the child inherits the cache folder through the environment
         log_path = Path(inductor_cache_dir()) / "compile-helper.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        if log_path.exists() and log_path.stat().st_size > 8 << 20:
+            log_path.unlink()  # only the last runs matter
         root = str(Path(__file__).resolve().parents[1])
         env = {
             **os.environ,
@@ -202,6 +210,20 @@ class CompileHelper:
             self._proc.kill()
             self._proc.wait()
             self._proc = None
+
+
+def _marker(payload: bytes, leaves: list[Any]) -> Path:
+    """The file that says this job went through the helper into the current inductor cache (it lives there, so
+    emptying the cache forgets it), for this torch and this GPU model."""
+    import torch
+
+    from .fast_unet import inductor_cache_dir, use_project_inductor_cache
+
+    use_project_inductor_cache()  # the folder the compile here will use
+    device = next((x.device for x in leaves if isinstance(x, torch.Tensor)), None)
+    gpu = torch.cuda.get_device_name(device) if device is not None and device.type == "cuda" else "cpu"
+    digest = hashlib.sha256(payload + f"|{torch.__version__}|{gpu}".encode()).hexdigest()[:32]
+    return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or inductor_cache_dir()) / "compile-helper" / digest
 
 
 def _read(stream: Any, size: int) -> bytes:

@@ -45,6 +45,9 @@ def test_what_the_helper_compiles_is_found_in_the_caches_here(caches, caplog):
         assert "compiling it here" in caplog.text and not helper.broken, "a failed job leaves the helper up"
 
         assert helper.prepare(unet, leaves, spec, True, fast_unet.REGIONS, False)
+        helper.close()
+        assert helper.prepare(unet, leaves, spec, True, fast_unet.REGIONS, False)
+        assert helper._proc is None, "a job the cache already holds (a restart) does not start the helper"
     finally:
         helper.close()
     assert (caches / "inductor" / "compile-helper.log").exists()
