@@ -9,7 +9,8 @@ see an ordinary ``weight``. Biases, norms, embeddings and small layers stay as t
 
 The cost is accuracy, not speed: a UNet output moves by about 1% (relative L2, measured on the H200 with
 random weights), so images keep their composition but differ in detail from fp16 ones; a compiled step
-takes about 10% longer (docs/benchmarks.md). It is off by default: ``--int8-weights``
+takes about 10% longer (docs/benchmarks.md). The layers share one parametrized class per layer type, so the
+compiled regions serve every block of a class as they do in float (``_share_class``). It is off by default: ``--int8-weights``
 (``Orchestrator(int8_weights=True)``, card option ``int8_weights: true``); placement then counts these
 networks at ``INT8_SIZE`` of their fp16 size (orchestrator/cards.py).
 """
@@ -56,10 +57,28 @@ def quantize_(model: torch.nn.Module, min_numel: int = MIN_NUMEL) -> int:
         scale = channel_scales(weight)
         module.weight = torch.nn.Parameter(quantize_tensor(weight, scale), requires_grad=False)
         parametrize.register_parametrization(module, "weight", Int8Weight(scale), unsafe=True)
+        _share_class(module)
         count += 1
     if count:
         model.requires_grad_(False)
     return count
+
+
+_SHARED_CLASSES: dict[type, type] = {}
+
+
+def _share_class(module: torch.nn.Module) -> None:
+    """One ``ParametrizedLinear`` (``ParametrizedConv2d``) class for every layer instead of one per layer.
+
+    ``register_parametrization`` gives each module a class of its own, whose ``weight`` property reads the
+    module's own parametrization. Dynamo guards on a module's class, so every block of a compiled region class
+    failed the guards of the block before and compiled again: 12 graphs for the tiny UNet's 12 blocks instead of
+    8 in float. The property is the same on each of those classes, so one class per base serves all. (So
+    torch's ``remove_parametrizations``, which deletes the property from the class, must not be used on these
+    layers; nothing here does.)
+    """
+    own = type(module)
+    module.__class__ = _SHARED_CLASSES.setdefault(own.__bases__[0], own)
 
 
 def quantized_layers(model: torch.nn.Module) -> int:

@@ -41,11 +41,15 @@ class DynamoCount:
         return counted
 
 
-@pytest.fixture
-def unet():
+def tiny_unet_for(repo_id):
     from foundation_models.tiny.stable_diffusion import tiny_unet
 
-    return tiny_unet("tests/regions").eval()
+    return tiny_unet(repo_id).eval()
+
+
+@pytest.fixture
+def unet():
+    return tiny_unet_for("tests/regions")
 
 
 def unet_inputs(batch=2, size=32):
@@ -79,6 +83,24 @@ def test_each_block_class_and_signature_compiles_once_not_each_block(unet):
     assert all(isinstance(b.__dict__["forward"], RegionForward) for b in blocks)
     assert count.functions == 2, "one compiled function per block class"
     assert 0 < count.graphs < len(blocks), "blocks of one shape share compiled code"
+
+
+def test_int8_weights_compile_no_more_graphs_than_float(unet):
+    """--int8-weights parametrizes each layer; with a class of its own per layer, every block failed the guards
+    of the one before and compiled again (12 graphs for 12 blocks instead of 8)."""
+    from foundation_models.int8_weights import quantize_
+
+    runner_for(unet, FakeGraphs())
+    floats = DynamoCount()
+    unet_calls(unet, BackgroundCompiler(floats))
+    torch._dynamo.reset()
+
+    quantized = tiny_unet_for("tests/regions")
+    assert quantize_(quantized, min_numel=64) > 50
+    runner_for(quantized, FakeGraphs())
+    ints = DynamoCount()
+    unet_calls(quantized, BackgroundCompiler(ints))  # and the same outputs as its eager forward
+    assert ints.graphs == floats.graphs < len(fast_unet.outermost(quantized, fast_unet.REGIONS))
 
 
 def test_controlnet_and_a_second_unet_reuse_the_compiled_blocks(unet):
