@@ -198,6 +198,7 @@ def plan_as_dict(plan) -> dict:
             name: {
                 "cards": load.cards,
                 "total_mb": load.total_mb,
+                "working_mb": load.working_mb,
                 "capacity_mb": load.capacity_mb,
                 "free_mb": load.device.free_mb,
                 "reserved_mb": load.device.reserved_mb,
@@ -210,22 +211,28 @@ def plan_as_dict(plan) -> dict:
 
 
 def format_plan(plan, cards) -> str:
-    rows = [("model", "device", "own MB", "shared components (counted once per device)")]
+    rows = [("model", "device", "own MB", "a call MB", "shared components (counted once per device)")]
     for name, placement in plan.placements.items():
         card = cards[name]
         shared = ", ".join(f"{g}:{'+'.join(c)}" for g, c in card.shares.items())
-        rows.append((name, placement.device, f"{card.vram_mb:,}", shared or "-"))
+        rows.append((name, placement.device, f"{card.vram_mb:,}", f"{card.working_mb:,}", shared or "-"))
     lines = _table(rows)
     lines.append("")
-    rows = [("device", "models", "VRAM MB", "free MB", "budget MB", "note")]
+    rows = [("device", "models", "VRAM MB", "+ a call MB", "free MB", "budget MB", "note")]
     for name, load in plan.devices.items():
         free = f"{load.device.free_mb:,}" if load.device.free_mb is not None else "-"
         budget = f"{load.budget_mb:,}" if load.budget_mb is not None else "-"
         note = "over budget: models take turns (LRU)" if load.takes_turns else "fits"
         if load.device.reserved_mb:
             note += f"; {load.device.reserved_mb:,} MB of the free kept for {load.device.reserved_for}"
-        rows.append((name, str(len(load.cards)), f"{load.total_mb:,}", free, budget, note))
+        rows.append(
+            (name, str(len(load.cards)), f"{load.total_mb:,}", f"{load.working_mb:,}", free, budget, note)
+        )
     lines += _table(rows)
+    lines.append(
+        "\n'a call MB' is the memory one call takes on top of the weights (activations, CUDA-graph pools); a device"
+        " runs one call at a time, so it keeps room for the largest."
+    )
     estimated = any(cards[n].vram_source == "estimated" for n in plan.placements)
     if estimated:
         lines.append("\nVRAM figures marked estimated in model_cards.yaml come from parameter bytes (fp16).")

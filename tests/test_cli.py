@@ -28,7 +28,8 @@ def test_plan_prints_placement_and_vram_without_loading():
     cards = load_cards()
     expected = cards["ImageCaptioning"].vram_mb + cards["CannyText2Image"].vram_mb
     expected += sum(cards.groups["sd15_base"].components.values())  # one SD1.5 base for both SD cards
-    assert device_row.split()[1:3] == ["3", f"{expected:,}"]
+    largest_call = max(cards[c].working_mb for c in ("ImageCaptioning", "Text2Image", "CannyText2Image"))
+    assert device_row.split()[1:4] == ["3", f"{expected:,}", f"{largest_call:,}"]
     assert "torch" not in result.stderr
 
 
@@ -54,6 +55,7 @@ def test_plan_json_and_budget(capsys):
     assert plan["placements"]["Inpainting"]["device"] == "cpu"
     assert plan["devices"]["cpu"]["budget_mb"] == 3072
     assert plan["devices"]["cpu"]["takes_turns"] is True
+    assert plan["devices"]["cpu"]["working_mb"] == load_cards()["Text2Image"].working_mb > 0
 
 
 def test_tools_json_lists_name_card_description_inputs(capsys):
