@@ -139,6 +139,33 @@ def test_eager_calls_and_other_threads_never_enter_compiled_code(unet):
     assert count.calls == calls
 
 
+def test_a_job_whose_blocks_are_compiled_here_already_is_known_without_compiling(unet):
+    """The compile helper is skipped for such a job (a ControlNet after Text2Image, or the same UNet again),
+    and used for one with a new signature (pix2pix's batch of 3)."""
+    from torch.utils._pytree import tree_flatten
+
+    from foundation_models.tiny.controlnet import tiny_controlnet
+
+    count = DynamoCount()
+    compiler = BackgroundCompiler(count)
+    runner = runner_for(unet, FakeGraphs())
+    controlnet = tiny_controlnet("tests/regions-controlnet").eval()
+
+    def job(batch, module=unet, **extra):
+        x, t, e = unet_inputs(batch=batch)
+        return tree_flatten(((x, t), {"encoder_hidden_states": e, "return_dict": False, **extra}))
+
+    for batch in (5, 3):
+        assert not compiler.compiled_here(runner, *job(batch), inference=True)
+    unet_calls(unet, compiler, batch=5)
+    graphs = count.graphs
+    assert compiler.compiled_here(runner, *job(5), inference=True)
+    cond = {"controlnet_cond": torch.rand(5, 3, 64, 64)}
+    assert compiler.compiled_here(runner_for(controlnet, FakeGraphs()), *job(5, **cond), inference=True)
+    assert not compiler.compiled_here(runner, *job(3), inference=True), "a new batch size is new work"
+    assert count.graphs == graphs, "telling compiles nothing"
+
+
 @pytest.mark.parametrize("dynamic", [True, False])
 def test_a_new_latent_size_is_served_by_the_compiled_blocks(unet, dynamic):
     """Regions are compiled for symbolic sizes (the default): another resolution or batch needs no new compile;
