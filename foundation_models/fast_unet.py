@@ -482,9 +482,11 @@ class BackgroundCompiler:
         if not blocks:
             return False
         seen: set[Any] = set()
+        me = threading.get_ident()
 
         def note(block: Any, args: tuple, kwargs: dict) -> None:
-            seen.add((type(block), region_signature(args, kwargs)))
+            if threading.get_ident() == me:  # not a serving thread's call meanwhile
+                seen.add((type(block), region_signature(args, kwargs)))
 
         hooks = [block.register_forward_pre_hook(note, with_kwargs=True) for block in blocks]
         try:
