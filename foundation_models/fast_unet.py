@@ -530,6 +530,11 @@ class BackgroundCompiler:
                 runner.submitted.discard(key)
                 log.info("compile of %s put off: its weights moved meanwhile (%s)", runner.name, reason(exc))
                 return
+            if (
+                not threading.main_thread().is_alive()
+            ):  # the interpreter is exiting: inductor's workers are gone
+                log.debug("compile of %s cut short at exit: %s", runner.name, reason(exc))
+                return
             runner.compile_failed = True
             log.warning(
                 "torch.compile of %s failed; it keeps the uncompiled fast path: %s", runner.name, reason(exc)

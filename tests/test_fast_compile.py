@@ -102,6 +102,23 @@ def test_a_failed_compile_keeps_the_eager_graph_and_says_so_once(model, caplog):
     assert backend.replays == 4, "the eager graph keeps replaying"
 
 
+def test_a_compile_cut_short_at_exit_is_not_reported_as_a_failure(model, caplog, monkeypatch):
+    """At interpreter exit inductor closes its worker pool under a running job ('SubprocPool closed')."""
+
+    class Exiting:
+        @staticmethod
+        def is_alive():
+            return False
+
+    backend = FakeGraphs()
+    runner = runner_for(model, backend)
+    compiler = BackgroundCompiler(CountingCompile(fail=True))
+    monkeypatch.setattr(fast_unet.threading, "main_thread", lambda: Exiting)
+    with caplog.at_level(logging.WARNING):
+        run(model, compiler, (3, 3), wait_after=1)
+    assert not caplog.records and not runner.compile_failed
+
+
 def test_no_capture_while_the_compiler_works(model):
     """Capturing a graph beside another thread's compilation is unsafe: the call runs without a new graph."""
     backend = FakeGraphs()
