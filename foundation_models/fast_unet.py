@@ -464,7 +464,7 @@ class BackgroundCompiler:
         device = next((x.device for x in example if isinstance(x, torch.Tensor) and x.is_cuda), None)
         if self.helper is None or device is None or any(d != device for d, _ in runner._weights.where()):
             return
-        with torch.cuda.device(device):
+        with self.lock, torch.cuda.device(device):  # GPU work here: no capture meanwhile (see _capture)
             stream = torch.cuda.Stream(device)
             if ready is not None:
                 stream.wait_event(ready)
