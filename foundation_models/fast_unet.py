@@ -530,9 +530,8 @@ class BackgroundCompiler:
                 runner.submitted.discard(key)
                 log.info("compile of %s put off: its weights moved meanwhile (%s)", runner.name, reason(exc))
                 return
-            if (
-                not threading.main_thread().is_alive()
-            ):  # the interpreter is exiting: inductor's workers are gone
+            exiting = not threading.main_thread().is_alive()  # inductor's worker pool is gone at exit
+            if exiting:
                 log.debug("compile of %s cut short at exit: %s", runner.name, reason(exc))
                 return
             runner.compile_failed = True

@@ -10,7 +10,8 @@ see an ordinary ``weight``. Biases, norms, embeddings and small layers stay as t
 The cost is accuracy, not speed: a UNet output moves by about 1% (relative L2, measured on the H200 with
 random weights), so images keep their composition but differ in detail from fp16 ones; a compiled step
 takes about 10% longer (docs/benchmarks.md). The layers share one parametrized class per layer type, so the
-compiled regions serve every block of a class as they do in float (``_share_class``). It is off by default: ``--int8-weights``
+compiled regions serve every block of a class as they do in float (``_share_class``). It is off by default:
+``--int8-weights``
 (``Orchestrator(int8_weights=True)``, card option ``int8_weights: true``); placement then counts these
 networks at ``INT8_SIZE`` of their fp16 size (orchestrator/cards.py).
 """
