@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from foundation_models.fast_unet import is_out_of_memory
+
 from .errors import OrchestratorError, ToolError
 from .images import ImageStore
-from .manager import is_out_of_memory
 from .tools import Progress, ToolContext
 
 if TYPE_CHECKING:
@@ -48,19 +51,44 @@ class Session:
         self.language = "en"
         self.notices: set[str] = set()  # notices already shown once (e.g. the rules-brain fallback)
         self.last_active = time.time()
+        # Held for the whole of a turn. A plain Lock, not an RLock: Gradio advances a stream from
+        # worker threads that may differ step to step, and nothing inside a turn starts another.
+        self._turn_lock = threading.Lock()
 
-    def stream(self, text: str, images: Sequence[Any] = (), language: str | None = None) -> Iterator[Event]:
+    def stream(
+        self, text: str, images: Sequence[Any] = (), language: str | None = None
+    ) -> Generator[Event, None, None]:
         """One user turn, step by step (Notice, ToolStarted, ToolProgress, ToolFinished, ReplyDelta, TurnFinished).
 
         ``images`` are uploads (paths, bytes or PIL images) stored before the turn; one that is refused
         is explained in the reply and the turn goes on. The reply's language is detected from the text
         of each turn; ``language`` ("en"/"zh", e.g. the UI's switch) decides when the text has no words
         to tell (an upload alone, a slash command).
+
+        One turn at a time: a turn started while another runs on this session (in another thread) waits
+        until that one has yielded its TurnFinished, raised, or been closed or dropped. In one thread,
+        read a stream to its TurnFinished (or close it) before the next turn, or the thread waits for itself.
         """
         from .agent import run_turn
 
         self.last_active = time.time()
-        return run_turn(self, text, list(images), language)
+        return self._one_turn(run_turn(self, text, list(images), language))
+
+    def _one_turn(self, turn: Generator[Event, None, Any]) -> Generator[Event, None, None]:
+        """``turn`` under the session's lock, from its first step until its TurnFinished (the next turn
+        may start while the caller reads that one), an error, or the caller closing or dropping it."""
+        from .events import TurnFinished
+
+        finished = None
+        with self._turn_lock, closing(turn):
+            self.last_active = time.time()
+            for event in turn:
+                if isinstance(event, TurnFinished):
+                    finished = event
+                    break
+                yield event
+        if finished is not None:
+            yield finished
 
     def chat(self, text: str, images: Sequence[Any] = (), language: str | None = None) -> TurnResult:
         """One user turn: the reply, the images made or uploaded, and the tool calls."""
@@ -79,7 +107,11 @@ class Session:
     def call_tool(
         self, name: str, args: Any = None, report: Callable[[Progress], None] | None = None
     ) -> ToolCall:
-        """Run one tool. Every failure a person or a model can act on ends up in ``ToolCall.error``."""
+        """Run one tool. Every failure a person or a model can act on ends up in ``ToolCall.error``.
+
+        Not serialized with turns (a turn's own tool calls come here from a worker thread while it holds
+        the turn lock): a script that calls a tool while a turn runs shares the turn's trace and images.
+        """
         self.last_active = time.time()
         record = ToolCall(name, dict(args) if isinstance(args, dict) else {"_raw": args})
         started = time.perf_counter()

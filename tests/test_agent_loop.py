@@ -1,7 +1,9 @@
-"""The turn loop with brains written in the test: the time limit, a failing brain, progress from a worker thread."""
+"""The turn loop with brains written in the test: the time limit, a failing brain, progress from a worker thread,
+one turn at a time on a session."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -76,3 +78,47 @@ def test_tool_results_reach_the_brain_and_history_keeps_the_whole_turn(make):
     assert isinstance(last, ToolMessage) and last.tool_call_id == started.call_id
     assert [m["type"] for m in session.history] == ["human", "ai", "tool", "ai"]
     assert session.history[-1]["data"]["content"] == events[-1].result.reply
+
+
+def test_two_threads_on_one_session_take_turns(make):
+    first_asked, second_asked = threading.Event(), threading.Event()
+
+    class Brain:
+        def respond(self, messages, tools, turn, timeout):
+            if turn.text == "second":
+                second_asked.set()
+                return AIMessage("answer second")
+            if isinstance(messages[-1], ToolMessage):
+                return AIMessage("answer first")
+            first_asked.set()
+            second_asked.wait(0.5)  # without the turn lock the second turn runs meanwhile
+            return canny(messages, turn)
+
+    _, session = make(Brain())
+    results = {}
+    first = threading.Thread(target=lambda: results.update(first=session.chat("first")))
+    second = threading.Thread(target=lambda: results.update(second=session.chat("second")))
+    first.start()
+    assert first_asked.wait(5)
+    second.start()
+    first.join(5)
+    second.join(5)
+    assert results["first"].reply == "answer first" and results["first"].tool_calls[0].error is None
+    assert results["second"].reply == "answer second"
+    said = [(m["type"], m["data"]["content"]) for m in session.history if m["type"] in ("human", "ai")]
+    assert said == [("human", "first"), ("ai", ""), ("ai", "answer first"), ("human", "second"),
+                    ("ai", "answer second")]  # fmt: skip
+
+
+def test_a_stream_closed_or_dropped_mid_turn_lets_the_next_turn_run(make):
+    brain = ScriptedBrain(canny, canny, lambda m, t: AIMessage("next turn"))
+    _, session = make(brain)
+    stream = session.stream("edges")
+    assert isinstance(next(stream), ToolStarted)
+    stream.close()
+    assert isinstance(next(session.stream("edges")), ToolStarted)  # dropped at once, never finished
+    done = []
+    worker = threading.Thread(target=lambda: done.append(session.chat("and now?")), daemon=True)
+    worker.start()
+    worker.join(5)
+    assert done and done[0].reply == "next turn", "the next turn waited for a turn that was given up"
