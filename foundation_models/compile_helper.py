@@ -12,8 +12,11 @@ serving process then finds every graph there and only traces and loads (on CPU, 
 The helper is one long-lived child process (``python -m foundation_models.compile_helper``), started on the
 first job; jobs and answers are pickled over its stdin and stdout. Anything it cannot do (a module without a
 diffusers config, int8 weights, a crash, a timeout) only means the serving process compiles that job itself,
-as it did before. ``VISUAL_ORCHESTRATOR_COMPILE_HELPER=0`` turns it off; so does a VRAM budget on the device
-(the helper's copy of the module would not be counted).
+as it did before. ``VISUAL_ORCHESTRATOR_COMPILE_HELPER=0`` turns it off.
+
+Under a VRAM budget (``--max-vram``) the helper's memory is counted: before it starts on a job the background
+compiler asks the model manager for room (``helper_need_mb``), and the manager evicts models for it, or says no
+(the job is compiled here), or later takes the memory back for a call (``CompileHelper.let_go``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ log = logging.getLogger(__name__)
 
 ENV_FLAG = "VISUAL_ORCHESTRATOR_COMPILE_HELPER"
 TIMEOUT_S = 1800.0  # one job (a cold SD1.5 UNet takes about 50 s on an H200)
+# What the helper holds on the GPU beyond twice the model's weights (the weights and one call's activations):
+# its CUDA context, cuBLAS/cuDNN workspaces and inductor's timing buffers.
+HELPER_OVERHEAD_MB = 768
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,16 @@ def recipe_for(module: Any) -> Recipe | None:
     )
 
 
+def helper_need_mb(module: Any) -> int:
+    """MB the helper holds on the GPU while it compiles ``module``: the model it builds (the whole owner for a
+    module inside one), a call's activations (about as much again) and ``HELPER_OVERHEAD_MB``."""
+    owner = getattr(module, "_visual_orchestrator_owner", None)
+    root = owner[0]() if owner is not None else None
+    model = root if root is not None else module
+    weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    return 2 * weights // 2**20 + HELPER_OVERHEAD_MB
+
+
 def describe(leaves: list[Any]) -> list[Any]:
     import torch
 
@@ -126,11 +142,15 @@ class CompileHelper:
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
         self.broken = False  # after a crash or a timeout: the serving process compiles by itself from then on
+        self._letting_go = False  # the helper is being stopped on purpose (its memory is wanted for a call)
         self._told: set[str] = set()
 
     def prepare(self, module: Any, leaves: list[Any], spec: Any, inference: bool, regions: tuple[str, ...],
-                dynamic: bool) -> bool:  # fmt: skip
-        """Compile this module's forward for these inputs in the helper; True when it did (the caches hold it)."""
+                dynamic: bool, room: Any = None) -> bool:  # fmt: skip
+        """Compile this module's forward for these inputs in the helper; True when it did (the caches hold it).
+
+        ``room()``, when given, is asked before the helper works on the job (not for a job the cache holds
+        already): False means no memory for it, and the job is compiled in the serving process."""
         recipe = recipe_for(module)
         if recipe is None or self.broken:
             if recipe is None and type(module).__name__ not in self._told:
@@ -148,6 +168,8 @@ class CompileHelper:
         if done.exists():  # compiled before, into this cache: the compile here finds it without the helper
             return True
         with self._lock:
+            if room is not None and not room():
+                return False
             started = time.perf_counter()
             answer = self._ask(payload)
         if answer is None:
@@ -156,7 +178,8 @@ class CompileHelper:
             log.info("compile helper could not compile %s (%s); compiling it here", type(module).__name__,
                      answer.get("error"))  # fmt: skip
             return False
-        log.info("compile helper compiled %s in %.1f s", type(module).__name__, time.perf_counter() - started)
+        log.info("compile helper compiled %s in %.1f s (its allocator's peak %s MB)", type(module).__name__,
+                 time.perf_counter() - started, answer.get("peak_mb", "?"))  # fmt: skip
         done.parent.mkdir(parents=True, exist_ok=True)
         done.touch()
         return True
@@ -164,6 +187,14 @@ class CompileHelper:
     def close(self) -> None:
         with self._lock:
             self._stop()
+
+    def let_go(self) -> None:
+        """Stop the helper now, from any thread, to give its GPU memory back (a call needs it). The job it was
+        on is compiled in the serving process instead; the next job starts the helper again."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            self._letting_go = True
+            proc.kill()
 
     def _ask(self, payload: bytes) -> dict | None:
         try:
@@ -178,14 +209,19 @@ class CompileHelper:
             finally:
                 timer.cancel()
         except Exception as exc:
-            self.broken = True
-            log.warning("compile helper stopped (%s); compiling in this process from now on", exc)
+            if self._letting_go:
+                log.info("compile helper stopped to give its memory to a call; compiling this job here")
+            else:
+                self.broken = True
+                log.warning("compile helper stopped (%s); compiling in this process from now on", exc)
+            self._letting_go = False
             self._stop()
             return None
 
     def _start(self) -> subprocess.Popen:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
+        self._letting_go = False
         from .fast_unet import inductor_cache_dir, use_project_inductor_cache
 
         use_project_inductor_cache()  # the child inherits the cache folder through the environment
@@ -253,6 +289,8 @@ class _Worker:
         )
         started = time.perf_counter()
         self._build(job, device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         args, kwargs = tree_unflatten([_example(leaf) for leaf in job.leaves], job.spec)
         mode = torch.inference_mode() if job.inference else torch.no_grad()
         with mode:
@@ -260,9 +298,11 @@ class _Worker:
                 with torch.cuda.device(device):
                     self.compiled(*args, **kwargs)
                     torch.cuda.synchronize(device)
+                peak = round(torch.cuda.max_memory_reserved(device) / 2**20)
             else:
                 self.compiled(*args, **kwargs)
-        return {"ok": True, "seconds": time.perf_counter() - started}
+                peak = 0
+        return {"ok": True, "seconds": time.perf_counter() - started, "peak_mb": peak}
 
     def _build(self, job: Job, device: Any) -> None:
         import torch

@@ -43,13 +43,14 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from .compile_helper import CompileHelper, helper_enabled, set_owner
+from .compile_helper import CompileHelper, helper_enabled, helper_need_mb, set_owner
 from .fast_scheduler import scheduler_on_device
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,7 @@ class GraphedForward:
         self.compiled_keys: set[Any] = set()
         self.submitted: set[Any] = set()
         self.compile_failed = False
+        self.put_off = 0  # compiles that ran out of memory and wait for a next call
 
     @property
     def name(self) -> str:
@@ -280,6 +282,11 @@ class GraphedForward:
             try:
                 captured, result = self.backend.capture(forward, leaves, spec)
             except Exception as exc:  # a module that cannot be captured still runs, eagerly
+                # a full GPU or budget (--max-vram caps torch's allocator): the next call tries again
+                if is_out_of_memory(exc):
+                    log.info("no memory to capture a graph of %s now; this call runs without", self.name)
+                    return self.eager(*args, **kwargs) if graph is None or graph is _MISSING else self.backend.replay(
+                        graph, leaves)  # fmt: skip
                 log.warning("CUDA graph capture of %s failed; it runs eagerly: %s", self.name, reason(exc))
                 if upgrade:  # keep the eager graph, never try the compiled one again
                     self.compiled_keys.discard(key)
@@ -352,6 +359,7 @@ CHANNELS_LAST = True  # the UNet's and ControlNet's weights in NHWC once compili
 # Text2Image compile beside a serving loop took 85 s instead of 104-120 s, and the compiled call 0.161 s
 # (0.162-0.166 s with it) on the H200 (benchmarks/results/2026-11-29-h200-serving.txt).
 AUTOTUNE_POINTWISE = False
+MAX_PUT_OFF = 3  # compiles out of memory before the module keeps its uncompiled fast path
 DYNAMIC_REGIONS = False  # measured: symbolic sizes cost the conv layout (10.6 vs 7.4 ms) and compile longer
 _REGIONS = threading.local()  # .on: this thread calls the compiled regions (the compiled forward is running)
 
@@ -388,6 +396,10 @@ class BackgroundCompiler:
         self.helper: CompileHelper | None = (
             CompileHelper() if compile_fn is None and helper_enabled() else None
         )
+        # Under a VRAM budget, who keeps the helper's GPU memory inside it (the model manager, ``count_helper``):
+        # hold(device, mb, let_go) -> bool evicts models for it or says no; release(device) gives it back.
+        self.room: Any = None
+        self._held: dict[str, int] = {}  # device -> MB held for the helper now
 
     def submit(self, runner: GraphedForward, key: Any, leaves: list[Any], spec: Any) -> None:
         """Queue a compile of ``runner``'s module for this signature, on copies of these inputs."""
@@ -452,6 +464,7 @@ class BackgroundCompiler:
             finally:
                 if self.helper is not None and self._jobs.empty():
                     self.helper.close()  # its CUDA context and module copy leave the GPU; the next job restarts it
+                    self._release_held()
                 with self._idle:
                     self._pending -= 1
                     self._idle.notify_all()
@@ -471,7 +484,36 @@ class BackgroundCompiler:
             with torch.cuda.stream(stream):
                 if self.compiled_here(runner, example, spec, inference):
                     return
-        self.helper.prepare(runner.eager.__self__, example, spec, inference, self.regions, self.dynamic)
+        module = runner.eager.__self__
+        self.helper.prepare(module, example, spec, inference, self.regions, self.dynamic,
+                            room=lambda: self._hold(str(device), module))  # fmt: skip
+
+    def _hold(self, device: str, module: Any) -> bool:
+        """Room on the device for the helper to compile ``module`` (always, without a budget)."""
+        if self.room is None:
+            return True
+        need = helper_need_mb(module)
+        if self._held.get(device, 0) >= need:
+            return True
+        helper = self.helper
+
+        def let_go() -> None:  # the manager wants the memory back for a call
+            self._held.pop(device, None)
+            if helper is not None:
+                helper.let_go()
+
+        if not self.room.hold(device, need, let_go):
+            log.info("no room in %s's budget for the compile helper (%d MB); compiling %s here", device, need,
+                     type(module).__name__)  # fmt: skip
+            return False
+        self._held[device] = need
+        return True
+
+    def _release_held(self) -> None:
+        for device in list(self._held):
+            self._held.pop(device, None)
+            if self.room is not None:
+                self.room.release(device)
 
     def compiled_here(self, runner: GraphedForward, example: list[Any], spec: Any, inference: bool) -> bool:
         """Whether every region of this job is compiled in this process already (one eager call tells)."""
@@ -530,6 +572,11 @@ class BackgroundCompiler:
                 runner.submitted.discard(key)
                 log.info("compile of %s put off: its weights moved meanwhile (%s)", runner.name, reason(exc))
                 return
+            if is_out_of_memory(exc) and runner.put_off < MAX_PUT_OFF:  # a budget full of models just then
+                runner.put_off += 1
+                runner.submitted.discard(key)
+                log.info("compile of %s put off: out of memory (%s)", runner.name, reason(exc))
+                return
             exiting = not threading.main_thread().is_alive()  # inductor's worker pool is gone at exit
             if exiting:
                 log.debug("compile of %s cut short at exit: %s", runner.name, reason(exc))
@@ -541,6 +588,14 @@ class BackgroundCompiler:
             log.debug("torch.compile of %s failed", runner.name, exc_info=True)
             return
         log.info("compiled %s for %s in %.1f s", runner.name, _shapes(key), time.perf_counter() - started)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether a failure was the GPU (or a VRAM budget's cap on torch's allocator) running out of memory."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 def _shapes(key: Any) -> str:
@@ -623,9 +678,10 @@ def running_compiler() -> BackgroundCompiler | None:
     return _COMPILER
 
 
-def no_compile_helper() -> None:
-    """Compile every job in this process (a VRAM budget is set: the helper's copy of a module would not count)."""
-    background_compiler().helper = None
+def count_compile_helper(room: Any) -> None:
+    """Have ``room`` (the model manager, under a VRAM budget) count the compile helper's GPU memory: see
+    ``BackgroundCompiler.room``."""
+    background_compiler().room = room
 
 
 def background_compiler() -> BackgroundCompiler:

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from foundation_models.fast_unet import no_compile_helper
+from foundation_models.fast_unet import count_compile_helper
 
 from .brain import Brain, BrainConfig, brain_from
 from .brain.footprint import keep_free_for_brain
@@ -67,14 +67,14 @@ class Orchestrator:
             devices = devices_for([i.device for i in self.items] + list(budgets))
         self.devices = keep_free_for_brain(list(devices), self.brain.config)
         self.plan: Plan = make_plan(self.cards, self.items, self.devices, budgets)
-        if any(device.startswith("cuda") for device in budgets):
-            no_compile_helper()  # its copy of a module on the GPU would be outside the budget
         self.weights = weights
         self.fast = fast
         self.compile = compile
         self.resolver = WeightResolver(weights, model_dir)
         self.manager = ModelManager(self.cards, self.plan, self.resolver, families=families,
                                     options=self._card_options)  # fmt: skip
+        if any(device.startswith("cuda") for device in budgets):
+            count_compile_helper(self.manager)  # the helper's copy of a module counts in the budget
         if image_limits is None and weights == "tiny":
             image_limits = ImageLimits(max_side=int(self.cards.tiny_overrides.get("resolution", 512)))
         self.image_limits = image_limits or ImageLimits()

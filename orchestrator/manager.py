@@ -6,6 +6,10 @@ budget would be exceeded, the least recently used models on that device are offl
 dropped, on the CPU itself); a model offloaded comes back with ``.to(device)`` on its next use. A budget holds
 the whole of what the models take: the weights, room for the call's working memory (the card's ``working_mb``)
 and, on CUDA, what the allocator shows beyond the weights (graph pools, cached blocks) before each call.
+On CUDA the budget is also a hard cap: torch's allocator in this process never takes more than the budget
+(plus what is kept for an hf brain, less what the compile helper holds), so a call that would exceed it runs
+out of memory, and the session evicts the other models and tries once more. The compile helper's memory (a
+process of our own) is held through ``hold_outside`` while it runs.
 
 A family module (``foundation_models/<family>.py``) provides ``load(ctx) -> model`` and, for families
 that own component groups, ``load_component(ctx, group, component) -> module``. A model that owns
@@ -101,10 +105,15 @@ class ModelManager:
         families: Mapping[str, ModuleType | Any] | None = None,
         options: Callable[[ModelCard | None], Mapping[str, Any]] | None = None,
         memory_probe: Callable[[str], float | None] | None = None,
+        allocator_cap: Callable[[str, int], None] | None = None,
     ):
         self.cards = cards
         # MB the process holds on a device (None: unknown); a budget counts it where it exceeds the weights
         self.memory_probe = memory_probe or device_memory_mb
+        self.allocator_cap = allocator_cap or cap_allocator  # (device, MB): torch's allocator takes no more
+        self._caps: dict[str, int] = {}
+        # device -> (MB, let_go): memory our other processes hold there (the compile helper), and how to get it back
+        self._outside: dict[str, tuple[int, Callable[[], None]]] = {}
         self.plan = plan
         self.resolver = resolver
         self._families = dict(families or {})
@@ -153,8 +162,10 @@ class ModelManager:
         return sum(e.mb for e in self._entries.values() if e.device == device and e.state == RESIDENT)
 
     def free_memory(self, devices: list[str], keep: list[str] = ()) -> None:
-        """Offload every model on these devices but ``keep`` and return cached blocks (after an OOM)."""
+        """Offload every model on these devices but ``keep``, take back the compile helper's memory and return
+        cached blocks (after an OOM)."""
         for device in devices:
+            self._take_back(device)
             with self._device_locks[device]:
                 for entry in self._lru(device):
                     if entry.key not in keep:
@@ -237,21 +248,77 @@ class ModelManager:
         return self._families[family]
 
     # -- budgets --------------------------------------------------------------------------------
+    def hold_outside(self, device: str, mb: int, let_go: Callable[[], None]) -> bool:
+        """Keep ``mb`` of a budgeted device for memory another process of ours takes there (the compile helper),
+        evicting least recently used models for it; False when the budget cannot hold it beside the largest call
+        of a card on the device. ``let_go()`` stops that process when a call needs the memory after all."""
+        capacity = self.plan.budget_of(device)
+        if capacity is None or device not in self._device_locks:
+            return True
+        largest = max((self._working_set(e) for e in self._entries.values() if e.key in self.plan.placements
+                       and e.device == device), default=0)  # fmt: skip
+        if mb + largest > capacity:
+            return False
+        with self._device_locks[device]:
+            self._outside[device] = (mb, let_go)
+            self._cap(device)
+            _empty_cache()
+            self._evict_until(device, capacity, 0)
+        return True
+
+    def release_outside(self, device: str) -> None:
+        """That memory is free again (the helper stopped)."""
+        if self._outside.pop(device, None) is not None:
+            self._cap(device)
+
+    def _take_back(self, device: str) -> None:
+        held = self._outside.pop(device, None)
+        if held is not None:
+            log.info("stopping the compile helper: a call on %s needs its %d MB", device, held[0])
+            held[1]()
+            self._cap(device)
+
     def _make_room(self, entry: _Entry) -> None:
         """Evict the least recently used models until this card, its shared components and its working memory
-        fit in the budget beside what the device holds."""
+        fit in the budget beside what the device holds; take back the compile helper's memory if still short."""
+        self._cap(entry.device)
         capacity = self.plan.budget_of(entry.device)
         if capacity is None or self._in_use_mb(entry.device) + self._needed_mb(entry) <= capacity:
             return
         _empty_cache()  # blocks cached by earlier calls count as held until returned
-        for victim in self._lru(entry.device, keep=entry):
+        if self._evict_until(entry.device, capacity, self._needed_mb(entry), keep=entry):
+            return
+        if entry.device in self._outside:
+            self._take_back(entry.device)
             if self._in_use_mb(entry.device) + self._needed_mb(entry) <= capacity:
                 return
-            self._evict(victim)
         in_use, needed = self._in_use_mb(entry.device), self._needed_mb(entry)
         if in_use + needed > capacity:
             log.warning("%s needs %d MB on %s (%d MB of it to run) beside %d MB held; over its %d MB budget even "
                         "after evicting", entry.key, needed, entry.device, entry.working, in_use, capacity)  # fmt: skip
+
+    def _evict_until(self, device: str, capacity: int, needed: int, keep: _Entry | None = None) -> bool:
+        """Evict least recently used models until ``needed`` MB more fit; whether they do."""
+        for victim in self._lru(device, keep=keep):
+            if self._in_use_mb(device) + needed <= capacity:
+                return True
+            self._evict(victim)
+        return self._in_use_mb(device) + needed <= capacity
+
+    def _cap(self, device: str) -> None:
+        """Keep torch's allocator on a budgeted CUDA device to the budget (see the module's docstring)."""
+        load = self.plan.devices.get(device)
+        if load is None or load.budget_mb is None or not device.startswith("cuda"):
+            return
+        mb = load.budget_mb + load.device.reserved_mb - self._outside.get(device, (0, None))[0]
+        if self._caps.get(device) != mb:
+            self._caps[device] = mb
+            self.allocator_cap(device, mb)
+
+    def _working_set(self, entry: _Entry) -> int:
+        """MB a card needs on its own while it runs: weights, shared components, working memory."""
+        shared = sum(self._entries[self._key_on(k, entry.device)].mb for k in entry.shared)
+        return entry.mb + shared + entry.working
 
     def _needed_mb(self, entry: _Entry) -> int:
         """MB a call of this card adds: its weights and shared components not resident yet, its working memory."""
@@ -260,15 +327,16 @@ class ModelManager:
         return own + sum(e.mb for e in shared if e.state != RESIDENT) + entry.working
 
     def _in_use_mb(self, device: str) -> float:
-        """MB held on the device by the models: the resident weights, or what the allocator shows (less any
-        memory kept for an hf brain) where that is more."""
+        """MB held on the device: the models' resident weights, or what the allocator shows (less any memory
+        kept for an hf brain) where that is more, and what the compile helper holds there."""
         counted = self.resident_mb(device)
         measured = self.memory_probe(device)
+        outside = self._outside.get(device, (0, None))[0]
         if measured is None:
-            return counted
+            return counted + outside
         load = self.plan.devices.get(device)
         brain = load.device.reserved_mb if load is not None else 0
-        return max(counted, measured - brain)
+        return max(counted, measured - brain) + outside
 
     def _lru(self, device: str, keep: _Entry | None = None) -> list[_Entry]:
         """Resident cards on this device that may be evicted, least recently used first."""
@@ -334,8 +402,14 @@ def device_memory_mb(device: str) -> float | None:
     return torch.cuda.memory_reserved(device) / 2**20
 
 
-def is_out_of_memory(exc: BaseException) -> bool:
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+def cap_allocator(device: str, mb: int) -> None:
+    """Torch's caching allocator on this CUDA device takes at most ``mb`` (it frees cached blocks, then raises
+    OutOfMemoryError, rather than take more)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return
+    index = torch.device(device).index or 0
+    total = torch.cuda.get_device_properties(index).total_memory / 2**20
+    torch.cuda.set_per_process_memory_fraction(max(0.0, min(1.0, mb / total)), index)
+    log.info("torch's allocator on %s capped at %d MB (the budget)", device, mb)

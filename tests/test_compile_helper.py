@@ -8,6 +8,7 @@ weights, and what it compiles is what this process then finds in inductor's and 
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,13 @@ from torch._dynamo.utils import counters
 from torch.utils._pytree import tree_flatten
 
 from foundation_models import fast_unet
-from foundation_models.compile_helper import CompileHelper, recipe_for, set_owner
+from foundation_models.compile_helper import (
+    HELPER_OVERHEAD_MB,
+    CompileHelper,
+    helper_need_mb,
+    recipe_for,
+    set_owner,
+)
 from foundation_models.tiny.stable_diffusion import tiny_unet
 from orchestrator.devices import CPU, cuda_device
 from orchestrator.engine import Orchestrator
@@ -85,12 +92,85 @@ def test_a_module_without_a_recipe_never_starts_the_helper():
     assert helper._proc is None
 
 
-def test_a_vram_budget_turns_the_helper_off(tmp_path):
+def test_a_vram_budget_counts_the_helper_through_the_model_manager(tmp_path):
     compiler = fast_unet.background_compiler()
-    helper = compiler.helper
+    room = compiler.room
     try:
-        Orchestrator("Text2Image_cuda:0", devices=[CPU, cuda_device(0, 80_000, 70_000)], max_vram="cuda:0=8GiB",
-                     weights="tiny", session_root=tmp_path)  # fmt: skip
-        assert compiler.helper is None, "the helper's copy of a module would be outside the budget"
+        orch = Orchestrator("Text2Image_cuda:0", devices=[CPU, cuda_device(0, 80_000, 70_000)],
+                            max_vram="cuda:0=8GiB", weights="tiny", session_root=tmp_path)  # fmt: skip
+        assert compiler.room is orch.manager, "the helper's copy of a module is held inside the budget"
     finally:
-        compiler.helper = helper
+        compiler.room = room
+
+
+class FakeRoom:
+    def __init__(self, ok: bool):
+        self.ok, self.asked, self.released, self.let_go = ok, [], [], None
+
+    def hold(self, device, mb, let_go):
+        self.asked.append((device, mb))
+        self.let_go = let_go
+        return self.ok
+
+    def release(self, device):
+        self.released.append(device)
+
+
+class FakeHelper:
+    stopped = 0
+
+    def let_go(self):
+        self.stopped += 1
+
+
+def test_the_compiler_asks_for_the_helpers_room_once_per_size(caches):
+    unet = tiny_unet("tests/helper-unet")
+    need = helper_need_mb(unet)
+    weights = sum(p.numel() * p.element_size() for p in unet.parameters()) // 2**20
+    assert need >= 2 * weights + HELPER_OVERHEAD_MB - 1
+    compiler = fast_unet.BackgroundCompiler(regions=fast_unet.REGIONS)
+    compiler.helper, compiler.room = FakeHelper(), FakeRoom(ok=True)
+    assert compiler._hold("cuda:0", unet) and compiler._hold("cuda:0", unet)
+    assert compiler.room.asked == [("cuda:0", need)], "held already: not asked again"
+    compiler.room.let_go()  # a call needs the memory back
+    assert compiler.helper.stopped == 1 and compiler._hold("cuda:0", unet)
+    assert len(compiler.room.asked) == 2
+    compiler._release_held()
+    assert compiler.room.released == ["cuda:0"]
+    compiler.room = FakeRoom(ok=False)
+    assert not compiler._hold("cuda:1", unet)
+
+
+def test_no_room_in_the_budget_means_the_job_is_compiled_here(caches):
+    unet = tiny_unet("tests/helper-unet").eval()
+    x = torch.randn(2, 4, 32, 32)
+    leaves, spec = tree_flatten(((x, torch.tensor(7)), {"encoder_hidden_states": torch.randn(2, 77, 32)}))
+    helper = CompileHelper()
+    assert not helper.prepare(unet, leaves, spec, True, fast_unet.REGIONS, False, room=lambda: False)
+    assert helper._proc is None and not helper.broken
+
+
+def test_letting_the_helper_go_for_a_call_does_not_turn_it_off(caches, caplog):
+    """The manager stops the helper mid-job when a call needs its memory: that job is compiled here, and the
+    next job starts the helper again. A helper that dies by itself, by contrast, is not trusted again."""
+    unet = tiny_unet("tests/helper-unet").eval()
+    x = torch.randn(2, 4, 32, 32)
+    leaves, spec = tree_flatten(((x, torch.tensor(7)), {"encoder_hidden_states": torch.randn(2, 77, 32)}))
+    helper = CompileHelper(timeout_s=600)
+
+    def prepare_while(stop) -> bool:
+        timer = threading.Timer(0.5, stop)
+        timer.start()
+        try:
+            return helper.prepare(unet, leaves, spec, True, fast_unet.REGIONS, False)
+        finally:
+            timer.cancel()
+
+    try:
+        with caplog.at_level(logging.INFO):
+            assert not prepare_while(helper.let_go)
+        assert not helper.broken and "give its memory to a call" in caplog.text
+        assert not prepare_while(lambda: helper._proc.kill())  # the helper process crashes
+        assert helper.broken
+    finally:
+        helper.close()

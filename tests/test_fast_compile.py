@@ -102,6 +102,65 @@ def test_a_failed_compile_keeps_the_eager_graph_and_says_so_once(model, caplog):
     assert backend.replays == 4, "the eager graph keeps replaying"
 
 
+class OutOfMemoryGraphs(FakeGraphs):
+    """Captures run out of memory ``times`` times (a full budget: --max-vram caps torch's allocator)."""
+
+    def __init__(self, times: int):
+        super().__init__()
+        self.times = times
+
+    def capture(self, fn, leaves, spec):
+        if self.times:
+            self.times -= 1
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+        return super().capture(fn, leaves, spec)
+
+
+def test_a_capture_out_of_memory_runs_eagerly_and_the_next_call_captures(model, caplog):
+    backend = OutOfMemoryGraphs(times=1)
+    runner = runner_for(model, backend)
+    with caplog.at_level(logging.WARNING):
+        run(model, None, (9, 8, 7, 6))
+    assert list(runner.kinds.values()) == ["eager"] and (backend.captures, backend.replays) == (1, 1)
+    assert not caplog.records, "running out of memory once is no reason to give up graphs"
+
+
+class OutOfMemoryCompile(CountingCompile):
+    def __init__(self, times: int):
+        super().__init__()
+        self.times = times
+
+    def __call__(self, forward, dynamic=False):
+        compiled = super().__call__(forward, dynamic)
+
+        def run_out(*args, **kwargs):
+            if self.times:
+                self.times -= 1
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+            return compiled(*args, **kwargs)
+
+        return run_out
+
+
+def test_a_compile_out_of_memory_is_put_off_a_few_times_then_given_up(model, caplog):
+    runner = runner_for(model, FakeGraphs())
+    compiler = BackgroundCompiler(OutOfMemoryCompile(times=fast_unet.MAX_PUT_OFF))
+    with caplog.at_level(logging.INFO):
+        for _ in range(fast_unet.MAX_PUT_OFF):  # each time the next call queues it again
+            run(model, compiler, (4, 4), wait_after=1)
+        assert not runner.compile_failed and runner.put_off == fast_unet.MAX_PUT_OFF
+        run(model, compiler, (4, 4, 4), wait_after=1)
+    assert not runner.compile_failed and list(runner.kinds.values()) == ["compiled"], "the fourth got through"
+    assert caplog.text.count("put off: out of memory") == fast_unet.MAX_PUT_OFF
+
+    model2 = Denoiser().eval()
+    runner = runner_for(model2, FakeGraphs())
+    compiler = BackgroundCompiler(OutOfMemoryCompile(times=99))
+    for _ in range(fast_unet.MAX_PUT_OFF + 1):
+        run(model2, compiler, (4, 4), wait_after=1)
+    assert runner.compile_failed, "a module that never fits stops trying"
+
+
 def test_a_compile_cut_short_at_exit_is_not_reported_as_a_failure(model, caplog, monkeypatch):
     """At interpreter exit inductor closes its worker pool under a running job ('SubprocPool closed')."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Annotated
 
@@ -180,6 +181,67 @@ def test_a_budget_counts_what_the_device_holds_beyond_the_weights(tmp_path):
     with orch.manager.use("A"):
         pass
     assert states(orch) == {"A": "resident", "C": "offloaded"}
+
+
+def test_a_cuda_budget_caps_torchs_allocator(tmp_path):
+    """--max-vram is a hard cap on CUDA: torch's allocator is told the budget (plus what an hf brain keeps there)
+    before the first model loads, once; a CPU budget caps nothing."""
+    gpu = replace(cuda_device(0, 80_000), reserved_mb=300)
+    orch, _ = make(
+        "A_cuda:0,C_cpu", devices=(CPU, gpu), max_vram="cuda:0=2600MiB,cpu=4GiB", tmp_path=tmp_path
+    )
+    caps = []
+    orch.manager.allocator_cap = lambda device, mb: caps.append((device, mb))
+    for card in ("A", "C", "A"):
+        with orch.manager.use(card):
+            pass
+    assert caps == [("cuda:0", 2900)]
+
+
+def helper_budget(tmp_path, extra=0):
+    """A (2100 with base) and C (500) under 2600 MB; the allocator shows ``extra`` MB beyond the weights."""
+    orch, _ = make("A_cuda:0,C_cuda:0", devices=(CPU, cuda_device(0, 80_000)), max_vram="cuda:0=2600MiB",
+                   tmp_path=tmp_path)  # fmt: skip
+    caps = []
+    orch.manager.allocator_cap = lambda device, mb: caps.append(mb)
+    orch.manager.memory_probe = lambda device: orch.manager.resident_mb(device) + extra
+    return orch, caps
+
+
+def test_the_compile_helpers_memory_counts_in_the_budget(tmp_path):
+    """The compile helper (another process) gets room only as models are evicted for it, and only while the
+    largest card can still run beside it; the allocator's cap leaves its share out."""
+    orch, caps = helper_budget(tmp_path)
+    with orch.manager.use("C"):
+        pass
+    with orch.manager.use("A"):
+        pass
+    stopped = []
+    assert not orch.manager.hold_outside("cuda:0", 600, lambda: stopped.append(1)), "A (2100) + 600 > 2600"
+    assert orch.manager.hold_outside("cuda:0", 400, lambda: stopped.append(1))
+    assert states(orch) == {"A": "resident", "C": "offloaded"}, "C, least recently used, made way for it"
+    assert caps[-1] == 2200 and not stopped
+    with orch.manager.use("C"):  # 2100 + 400 held: C's 500 needs A out of the way, not the helper's memory
+        pass
+    assert states(orch) == {"A": "offloaded", "C": "resident"} and not stopped
+    orch.manager.release_outside("cuda:0")
+    assert caps[-1] == 2600
+    with orch.manager.use("A"):
+        pass
+    assert states(orch) == {"A": "resident", "C": "resident"}, "the helper's room is free again"
+
+
+def test_a_call_that_cannot_fit_beside_the_helper_stops_it(tmp_path):
+    """Graph pools and cached blocks (300 MB here) are not known when the helper gets its room; a call that no
+    longer fits after every eviction takes the helper's memory back, and an OOM does the same."""
+    orch, caps = helper_budget(tmp_path, extra=300)
+    stopped = []
+    assert orch.manager.hold_outside("cuda:0", 400, lambda: stopped.append("A"))
+    with orch.manager.use("A"):  # 300 + 400 + 2100 > 2600 even with nothing else resident
+        assert stopped == ["A"] and caps[-1] == 2600
+    assert orch.manager.hold_outside("cuda:0", 100, lambda: stopped.append("OOM"))
+    orch.manager.free_memory(["cuda:0"])
+    assert stopped == ["A", "OOM"] and caps[-1] == 2600
 
 
 def test_cpu_budget_unloads_instead_of_offloading(tmp_path):
