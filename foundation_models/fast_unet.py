@@ -397,7 +397,8 @@ class BackgroundCompiler:
             CompileHelper() if compile_fn is None and helper_enabled() else None
         )
         # Under a VRAM budget, who keeps the helper's GPU memory inside it (the model manager, ``count_helper``):
-        # hold(device, mb, let_go) -> bool evicts models for it or says no; release(device) gives it back.
+        # hold_outside(device, mb, let_go) -> bool evicts models for it or says no; release_outside(device) gives
+        # it back (ModelManager).
         self.room: Any = None
         self._held: dict[str, int] = {}  # device -> MB held for the helper now
 
@@ -502,7 +503,7 @@ class BackgroundCompiler:
             if helper is not None:
                 helper.let_go()
 
-        if not self.room.hold(device, need, let_go):
+        if not self.room.hold_outside(device, need, let_go):
             log.info("no room in %s's budget for the compile helper (%d MB); compiling %s here", device, need,
                      type(module).__name__)  # fmt: skip
             return False
@@ -513,7 +514,7 @@ class BackgroundCompiler:
         for device in list(self._held):
             self._held.pop(device, None)
             if self.room is not None:
-                self.room.release(device)
+                self.room.release_outside(device)
 
     def compiled_here(self, runner: GraphedForward, example: list[Any], spec: Any, inference: bool) -> bool:
         """Whether every region of this job is compiled in this process already (one eager call tells)."""

@@ -107,12 +107,12 @@ class FakeRoom:
     def __init__(self, ok: bool):
         self.ok, self.asked, self.released, self.let_go = ok, [], [], None
 
-    def hold(self, device, mb, let_go):
+    def hold_outside(self, device, mb, let_go):
         self.asked.append((device, mb))
         self.let_go = let_go
         return self.ok
 
-    def release(self, device):
+    def release_outside(self, device):
         self.released.append(device)
 
 

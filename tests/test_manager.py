@@ -10,6 +10,8 @@ from typing import Annotated
 
 import torch
 
+from foundation_models.compile_helper import HELPER_OVERHEAD_MB
+from foundation_models.fast_unet import REGIONS, BackgroundCompiler
 from orchestrator.cards import parse_cards
 from orchestrator.devices import CPU, cuda_device
 from orchestrator.engine import Orchestrator
@@ -198,9 +200,9 @@ def test_a_cuda_budget_caps_torchs_allocator(tmp_path):
     assert caps == [("cuda:0", 2900)]
 
 
-def helper_budget(tmp_path, extra=0):
+def helper_budget(tmp_path, extra=0, budget=2600):
     """A (2100 with base) and C (500) under 2600 MB; the allocator shows ``extra`` MB beyond the weights."""
-    orch, _ = make("A_cuda:0,C_cuda:0", devices=(CPU, cuda_device(0, 80_000)), max_vram="cuda:0=2600MiB",
+    orch, _ = make("A_cuda:0,C_cuda:0", devices=(CPU, cuda_device(0, 80_000)), max_vram=f"cuda:0={budget}MiB",
                    tmp_path=tmp_path)  # fmt: skip
     caps = []
     orch.manager.allocator_cap = lambda device, mb: caps.append(mb)
@@ -229,6 +231,16 @@ def test_the_compile_helpers_memory_counts_in_the_budget(tmp_path):
     with orch.manager.use("A"):
         pass
     assert states(orch) == {"A": "resident", "C": "resident"}, "the helper's room is free again"
+
+
+def test_the_background_compiler_holds_the_helpers_room_through_the_manager(tmp_path):
+    orch, caps = helper_budget(tmp_path, budget=3000)
+    compiler = BackgroundCompiler(regions=REGIONS)
+    compiler.room = orch.manager
+    assert compiler._hold("cuda:0", torch.nn.Linear(4, 4))  # weights ~0: the helper's overhead alone
+    assert caps[-1] == 3000 - HELPER_OVERHEAD_MB
+    compiler._release_held()
+    assert caps[-1] == 3000
 
 
 def test_a_call_that_cannot_fit_beside_the_helper_stops_it(tmp_path):
