@@ -53,6 +53,47 @@ def free_cached() -> None:
         cuda().empty_cache()
 
 
+class ProcessMemory:
+    """Samples, every ``every`` seconds in a thread, the GPU memory each process holds as nvidia-smi sees it
+    (CUDA contexts and other processes, such as the compile helper, included): ``peak_total`` and ``peak_by_pid``
+    in MB. Without nvidia-smi it records nothing."""
+
+    def __init__(self, every: float = 0.25):
+        import threading
+
+        self.every, self.peak_total, self.peak_by_pid = every, 0, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ProcessMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import shutil
+        import subprocess
+
+        exe = shutil.which("nvidia-smi")
+        query = [exe, "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"]
+        while exe and not self._stop.wait(self.every):
+            try:
+                lines = subprocess.run(query, capture_output=True, text=True, timeout=10).stdout.splitlines()
+            except (OSError, subprocess.SubprocessError):
+                continue
+            used = {}
+            for line in lines:
+                pid, _, mb = line.partition(",")
+                if mb.strip().isdigit():
+                    used[pid.strip()] = int(mb)
+            self.peak_total = max(self.peak_total, sum(used.values()))
+            for pid, mb in used.items():
+                self.peak_by_pid[pid] = max(self.peak_by_pid.get(pid, 0), mb)
+
+
 def seconds(fn: Callable[[], Any]) -> tuple[float, Any]:
     """Wall time of one call, the device's queued work included."""
     sync()

@@ -107,6 +107,9 @@ def summary(r: dict[str, Any]) -> Table:
         ):
             table.add(f"Budget mode: peak memory {label} under {v.get('budget', '8GiB')} (MB)", "–", v[key], "–",
                       f"≤ {budget_mb:,}", "yes" if v[key] <= budget_mb else "no")  # fmt: skip
+    if v.get("budget_peak_gpu_processes_mb"):  # nvidia-smi: CUDA contexts and the compile helper included
+        table.add(f"Budget mode: peak GPU memory of our processes under {v.get('budget', '8GiB')}, contexts and "
+                  "compile helper included (MB)", "–", v["budget_peak_gpu_processes_mb"], "–", "–", "–")  # fmt: skip
     if "overhead" in v:
         ms = v["overhead"]["median_ms"]
         table.add("Orchestrator overhead per turn (ms)", "–", ms, "–", "≤ 5 ms", "yes" if ms <= 5 else "no")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 
 from . import inputs
 from .context import Run
 from .measure import (
+    ProcessMemory,
     Table,
     allocated_mb,
     free_cached,
@@ -31,24 +33,25 @@ def budget(run: Run) -> None:
     timings: dict[str, list[tuple[float, float, str | None]]] = {card: [] for card in order}
     memory: dict[str, list[tuple[float, float, float, int]]] = {card: [] for card in order}
     overall_peak = overall_reserved = 0.0
-    for _ in range(2):
-        for card in order:
-            tool = tools[card]
-            state = _state(orch, card)
-            reset_peak()
-            swap_s, _ = seconds(lambda c=card: _touch(orch, c))
-            call_s, call = seconds(
-                lambda t=tool, i=images: session.call_tool(t.name, inputs.tool_args(t, i, s.size))
-            )
-            if call.images and not call.error:
-                images[tool.name] = call.images[0]
-            timings[card].append((swap_s, call_s, call.error, state))
-            # what the allocator saw against what the manager counts as resident (weights)
-            memory[card].append(
-                (peak_mb(), peak_reserved_mb(), allocated_mb(), orch.manager.resident_mb(s.device))
-            )
-            overall_peak = max(overall_peak, memory[card][-1][0])
-            overall_reserved = max(overall_reserved, memory[card][-1][1])
+    with ProcessMemory() as sampler:  # this process and the compile helper, as the GPU sees them
+        for _ in range(2):
+            for card in order:
+                tool = tools[card]
+                state = _state(orch, card)
+                reset_peak()
+                swap_s, _ = seconds(lambda c=card: _touch(orch, c))
+                call_s, call = seconds(
+                    lambda t=tool, i=images: session.call_tool(t.name, inputs.tool_args(t, i, s.size))
+                )
+                if call.images and not call.error:
+                    images[tool.name] = call.images[0]
+                timings[card].append((swap_s, call_s, call.error, state))
+                # what the allocator saw against what the manager counts as resident (weights)
+                memory[card].append(
+                    (peak_mb(), peak_reserved_mb(), allocated_mb(), orch.manager.resident_mb(s.device))
+                )
+                overall_peak = max(overall_peak, memory[card][-1][0])
+                overall_reserved = max(overall_reserved, memory[card][-1][1])
     table = Table(f"Budget mode: all {len(order)} tools on {s.device} with --max-vram {s.device}={s.budget}",
                   ["card", "1st: load s", "1st: call s", "2nd: state before", "2nd: swap-in s", "2nd: call s",
                    "error"],
@@ -68,6 +71,10 @@ def budget(run: Run) -> None:
     run.value("budget_peak_allocated_mb", overall_peak)
     run.value("budget_peak_reserved_mb", overall_reserved)
     run.value("budget_reserved_mb", reserved_mb())
+    # nvidia-smi's view: CUDA contexts included, and the compile helper, which runs inside the budget too
+    run.value("budget_peak_gpu_processes_mb", sampler.peak_total)
+    run.value("budget_peak_by_process_mb", {("this process" if pid == str(os.getpid()) else f"pid {pid}"): mb
+                                            for pid, mb in sampler.peak_by_pid.items()})  # fmt: skip
     run.value("budget_errors", sum(1 for t in timings.values() for _, _, e, _ in t if e))
     run.value("budget_swap_in_s", {card: t[1][0] for card, t in timings.items()})
     run.table(table)

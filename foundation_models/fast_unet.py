@@ -483,7 +483,7 @@ class BackgroundCompiler:
             if ready is not None:
                 stream.wait_event(ready)
             with torch.cuda.stream(stream):
-                if self.compiled_here(runner, example, spec, inference):
+                if self._known_here(runner, example, spec, inference):
                     return
         module = runner.eager.__self__
         self.helper.prepare(module, example, spec, inference, self.regions, self.dynamic,
@@ -515,6 +515,17 @@ class BackgroundCompiler:
             self._held.pop(device, None)
             if self.room is not None:
                 self.room.release_outside(device)
+
+    def _known_here(self, runner: GraphedForward, example: list[Any], spec: Any, inference: bool) -> bool:
+        """``compiled_here``, or False when its eager call finds no memory (a full budget): the helper then
+        compiles the job, needed or not."""
+        try:
+            return self.compiled_here(runner, example, spec, inference)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            log.info("no memory to check what %s needs compiled; the helper compiles it", runner.name)
+            return False
 
     def compiled_here(self, runner: GraphedForward, example: list[Any], spec: Any, inference: bool) -> bool:
         """Whether every region of this job is compiled in this process already (one eager call tells)."""

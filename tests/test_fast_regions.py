@@ -166,6 +166,26 @@ def test_a_job_whose_blocks_are_compiled_here_already_is_known_without_compiling
     assert count.graphs == graphs, "telling compiles nothing"
 
 
+def test_no_memory_to_check_a_job_sends_it_to_the_helper(unet, monkeypatch):
+    """Under a full budget the eager call that tells whether a job is compiled already may run out of memory:
+    the job goes to the compile helper then (it used to skip the helper with a warning)."""
+    from torch.utils._pytree import tree_flatten
+
+    compiler = BackgroundCompiler(DynamoCount())
+    runner = runner_for(unet, FakeGraphs())
+    x, t, e = unet_inputs(batch=2)
+    leaves, spec = tree_flatten(((x, t), {"encoder_hidden_states": e, "return_dict": False}))
+
+    def full(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 96.00 MiB")
+
+    monkeypatch.setattr(compiler, "compiled_here", full)
+    assert compiler._known_here(runner, leaves, spec, inference=True) is False
+    monkeypatch.setattr(compiler, "compiled_here", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # anything else is a bug, and says so
+        compiler._known_here(runner, leaves, spec, inference=True)
+
+
 @pytest.mark.parametrize("dynamic", [True, False])
 def test_a_new_latent_size_is_served_by_the_compiled_blocks(unet, dynamic):
     """Regions are compiled for symbolic sizes (the default): another resolution or batch needs no new compile;
