@@ -251,7 +251,8 @@ class ModelManager:
     def hold_outside(self, device: str, mb: int, let_go: Callable[[], None]) -> bool:
         """Keep ``mb`` of a budgeted device for memory another process of ours takes there (the compile helper),
         evicting least recently used models for it; False when the budget cannot hold it beside the largest call
-        of a card on the device. ``let_go()`` stops that process when a call needs the memory after all."""
+        of a card on the device, or beside what is in use now. ``let_go()`` stops that process when a call needs
+        the memory after all."""
         capacity = self.plan.budget_of(device)
         if capacity is None or device not in self._device_locks:
             return True
@@ -260,10 +261,11 @@ class ModelManager:
         if mb + largest > capacity:
             return False
         with self._device_locks[device]:
+            _empty_cache()
+            if not self._evict_until(device, capacity, mb):  # models in use, or memory beyond the weights
+                return False
             self._outside[device] = (mb, let_go)
             self._cap(device)
-            _empty_cache()
-            self._evict_until(device, capacity, 0)
         return True
 
     def release_outside(self, device: str) -> None:

@@ -233,6 +233,16 @@ def test_the_compile_helpers_memory_counts_in_the_budget(tmp_path):
     assert states(orch) == {"A": "resident", "C": "resident"}, "the helper's room is free again"
 
 
+def test_no_room_for_the_helper_beside_a_model_in_use(tmp_path):
+    """A model running now cannot be evicted: the helper gets no room rather than a cap below what is in use."""
+    orch, caps = helper_budget(tmp_path, extra=300)  # A's 2100 + 300 beyond the weights, while it runs
+    with orch.manager.use("A"):
+        assert not orch.manager.hold_outside("cuda:0", 400, lambda: None), "2400 in use + 400 > 2600"
+    assert caps == [2600], "the allocator's cap never went below what A was using"
+    assert orch.manager.hold_outside("cuda:0", 400, lambda: None), "A done: it can make way now"
+    assert states(orch)["A"] == "offloaded" and caps[-1] == 2200
+
+
 def test_the_background_compiler_holds_the_helpers_room_through_the_manager(tmp_path):
     orch, caps = helper_budget(tmp_path, budget=3000)
     compiler = BackgroundCompiler(regions=REGIONS)
