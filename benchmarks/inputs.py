@@ -44,6 +44,20 @@ def photo(size: int) -> Image.Image:
     return Image.fromarray((np.clip(rgb + noise, 0, 1) * 255).astype(np.uint8))
 
 
+def edge_map(size: int) -> Image.Image:
+    """White edges on black, from ``photo``: what a ControlNet tool gets when its detector is not loaded (a
+    run limited with --cards); canny2image refuses a colour picture."""
+    grey = np.asarray(photo(size).convert("L"), dtype=np.float32)
+    edges = np.hypot(*np.gradient(grey)) > 12
+    return Image.fromarray((edges * 255).astype(np.uint8)).convert("RGB")
+
+
+def uploads(session: Any, size: int) -> dict[str, str]:
+    """The photo, the mask and the edge map, uploaded to a session: name by role."""
+    return {"photo": session.upload(photo(size)), "mask": session.upload(mask(size)),
+            "map": session.upload(edge_map(size))}  # fmt: skip
+
+
 def mask(size: int) -> Image.Image:
     """White (repaint) in the middle, black (keep) around it."""
     pixels = np.zeros((size, size), np.uint8)
@@ -54,7 +68,8 @@ def mask(size: int) -> Image.Image:
 def tool_args(tool: Any, images: dict[str, str], size: int) -> dict[str, Any]:
     """Arguments for one call of ``tool``: required ones only, plus a fixed seed where it takes one.
 
-    ``images`` holds the session's ``photo`` and ``mask`` names and each detector's output by tool name.
+    ``images`` holds the session's ``photo``, ``mask`` and ``map`` names (``uploads``) and each detector's output
+    by tool name; a ControlNet tool takes its detector's output, or the edge map when that detector did not run.
     """
     args: dict[str, Any] = {}
     for param in tool.params:
@@ -66,7 +81,8 @@ def tool_args(tool: Any, images: dict[str, str], size: int) -> dict[str, Any]:
             if param.name == "mask":
                 args[param.name] = images["mask"]
             else:
-                args[param.name] = images.get(MAP_OF.get(tool.name, ""), images["photo"])
+                fallback = images.get("map", images["photo"]) if tool.name in MAP_OF else images["photo"]
+                args[param.name] = images.get(MAP_OF.get(tool.name, ""), fallback)
         elif param.name in ("width", "height"):
             args[param.name] = size + 256 if param.name == "width" else size
         elif param.kind is str:

@@ -27,7 +27,7 @@ def budget(run: Run) -> None:
     free_cached()
     orch = run.new_orchestrator(max_vram=f"{s.device}={s.budget}")
     session = orch.new_session(folder=tempfile.mkdtemp(prefix="vo-budget-"))
-    images = {"photo": session.upload(inputs.photo(s.size)), "mask": session.upload(inputs.mask(s.size))}
+    images = inputs.uploads(session, s.size)
     tools = {t.card: t for t in reversed(list(orch.tools.values()))}
     order = [c for c in inputs.CARD_ORDER if c in tools]
     timings: dict[str, list[tuple[float, float, str | None]]] = {card: [] for card in order}

@@ -61,7 +61,7 @@ def ours_per_card(run: Run) -> None:
     s, orch = run.settings, run.orchestrator or run.new_orchestrator(compile=False)  # latency turns it on
     run.orchestrator = orch
     session = run.session = orch.new_session(folder=tempfile.mkdtemp(prefix="vo-bench-"))
-    run.images.update(photo=session.upload(inputs.photo(s.size)), mask=session.upload(inputs.mask(s.size)))
+    run.images.update(inputs.uploads(session, s.size))
     start_mb = allocated_mb()
     groups = Table("Shared components (loaded once per device)", ["group/component", "resident MB", "load s"])
     used = {

@@ -15,7 +15,9 @@ pytest.importorskip("langchain_core")
 
 from benchmarks import run_all  # noqa: E402
 
-CARDS = "Image2Canny,Text2Image,CannyText2Image"
+# No Image2Canny: CannyText2Image then takes the benchmark's own edge map, as in a --cards run on the GPU (a
+# photo there made canny2image refuse it, and the per-card row recorded the refusal).
+CARDS = "Text2Image,CannyText2Image"
 
 
 @pytest.fixture(scope="module")
