@@ -396,7 +396,7 @@ class BackgroundCompiler:
         self.helper: CompileHelper | None = (
             CompileHelper() if compile_fn is None and helper_enabled() else None
         )
-        # Under a VRAM budget, who keeps the helper's GPU memory inside it (the model manager, ``count_helper``):
+        # Under a VRAM budget, who keeps the helper's GPU memory inside it (the model manager, ``count_compile_helper``):
         # hold_outside(device, mb, let_go) -> bool evicts models for it or says no; release_outside(device) gives
         # it back (ModelManager).
         self.room: Any = None
