@@ -16,7 +16,8 @@ as it did before. ``VISUAL_ORCHESTRATOR_COMPILE_HELPER=0`` turns it off.
 
 Under a VRAM budget (``--max-vram``) the helper's memory is counted: before it starts on a job the background
 compiler asks the model manager for room (``helper_need_mb``), and the manager evicts models for it, or says no
-(the job is compiled here), or later takes the memory back for a call (``CompileHelper.let_go``).
+(the job waits for a later call; or is compiled here if the budget could never hold the helper), or later takes
+the memory back for a call (``CompileHelper.let_go``; that job waits too).
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ class CompileHelper:
         """Compile this module's forward for these inputs in the helper; True when it did (the caches hold it).
 
         ``room()``, when given, is asked before the helper works on the job (not for a job the cache holds
-        already): False means no memory for it, and the job is compiled in the serving process."""
+        already): False means no memory for it (the caller decides whether to compile here or later)."""
         recipe = recipe_for(module)
         if recipe is None or self.broken:
             if recipe is None and type(module).__name__ not in self._told:

@@ -45,6 +45,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -227,6 +228,7 @@ class GraphedForward:
         self.submitted: set[Any] = set()
         self.compile_failed = False
         self.put_off = 0  # compiles that ran out of memory and wait for a next call
+        self.retry_at = 0.0  # time.monotonic() before which no compile is queued (awaiting the helper's room)
 
     @property
     def name(self) -> str:
@@ -304,7 +306,8 @@ class GraphedForward:
         return result
 
     def _submit(self, key: Any, leaves: list[Any], spec: Any) -> None:
-        if self.compiler is None or self.compile_failed or key in self.submitted:
+        waiting = time.monotonic() < self.retry_at
+        if self.compiler is None or self.compile_failed or key in self.submitted or waiting:
             return
         self.submitted.add(key)
         self.compiler.submit(self, key, leaves, spec)
@@ -360,6 +363,7 @@ CHANNELS_LAST = True  # the UNet's and ControlNet's weights in NHWC once compili
 # (0.162-0.166 s with it) on the H200 (benchmarks/results/2026-11-29-h200-serving.txt).
 AUTOTUNE_POINTWISE = False
 MAX_PUT_OFF = 3  # compiles out of memory before the module keeps its uncompiled fast path
+RETRY_HELPER_S = 10.0  # a compile put off for the helper's room is queued again by a call this much later
 DYNAMIC_REGIONS = False  # measured: symbolic sizes cost the conv layout (10.6 vs 7.4 ms) and compile longer
 _REGIONS = threading.local()  # .on: this thread calls the compiled regions (the compiled forward is running)
 
@@ -396,11 +400,12 @@ class BackgroundCompiler:
         self.helper: CompileHelper | None = (
             CompileHelper() if compile_fn is None and helper_enabled() else None
         )
-        # Under a VRAM budget, who keeps the helper's GPU memory inside it (the model manager, ``count_compile_helper``):
-        # hold_outside(device, mb, let_go) -> bool evicts models for it or says no; release_outside(device) gives
-        # it back (ModelManager).
+        # Under a VRAM budget, who keeps the helper's GPU memory inside it (the model manager; see
+        # ``count_compile_helper``): could_hold(device, mb) -> bool, whether it ever fits; hold_outside(device, mb,
+        # let_go) -> bool evicts models for it or says not now; release_outside(device) gives it back.
         self.room: Any = None
         self._held: dict[str, int] = {}  # device -> MB held for the helper now
+        self._later = False  # the job at hand waits for the helper's room (not compiled here meanwhile)
 
     def submit(self, runner: GraphedForward, key: Any, leaves: list[Any], spec: Any) -> None:
         """Queue a compile of ``runner``'s module for this signature, on copies of these inputs."""
@@ -457,11 +462,17 @@ class BackgroundCompiler:
             job = self._jobs.get()  # a daemon thread: it waits for work for as long as the process lives
             try:
                 try:
-                    self._ahead(*job)  # not holding the lock: graphs are captured here meanwhile
+                    later = self._ahead(*job)  # not holding the lock: graphs are captured here meanwhile
                 except Exception as exc:  # the compile here goes on without the helper's head start
                     log.warning("compile helper failed: %s", reason(exc))
-                with self.lock:
-                    self._run(*job)
+                    later = False
+                if later:  # a budget with no room for the helper now: a later call queues it again
+                    runner, key = job[0], job[1]
+                    runner.submitted.discard(key)
+                    runner.retry_at = time.monotonic() + RETRY_HELPER_S
+                else:
+                    with self.lock:
+                        self._run(*job)
             finally:
                 if self.helper is not None and self._jobs.empty():
                     self.helper.close()  # its CUDA context and module copy leave the GPU; the next job restarts it
@@ -471,23 +482,29 @@ class BackgroundCompiler:
                     self._idle.notify_all()
 
     def _ahead(self, runner: GraphedForward, key: Any, example: list[Any], spec: Any, ready: Any,
-               inference: bool) -> None:  # fmt: skip
-        """Have the helper process compile a CUDA job first, so that the compile here finds it in the caches."""
+               inference: bool) -> bool:  # fmt: skip
+        """Have the helper process compile a CUDA job first, so that the compile here finds it in the caches.
+        True: put the job off instead (a budget has no room for the helper just now, or took it back).
+
+        Compiling here instead would hold the compiler's lock for a minute, and a model swapped in meanwhile
+        could not capture graphs: on the H200 under 8 GiB such calls took 5-16 s instead of 0.6 s."""
         import torch
 
         device = next((x.device for x in example if isinstance(x, torch.Tensor) and x.is_cuda), None)
         if self.helper is None or device is None or any(d != device for d, _ in runner._weights.where()):
-            return
+            return False
         with self.lock, torch.cuda.device(device):  # GPU work here: no capture meanwhile (see _capture)
             stream = torch.cuda.Stream(device)
             if ready is not None:
                 stream.wait_event(ready)
             with torch.cuda.stream(stream):
                 if self._known_here(runner, example, spec, inference):
-                    return
+                    return False
         module = runner.eager.__self__
-        self.helper.prepare(module, example, spec, inference, self.regions, self.dynamic,
-                            room=lambda: self._hold(str(device), module))  # fmt: skip
+        self._later = False
+        done = self.helper.prepare(module, example, spec, inference, self.regions, self.dynamic,
+                                   room=lambda: self._hold(str(device), module))  # fmt: skip
+        return not done and self._later
 
     def _hold(self, device: str, module: Any) -> bool:
         """Room on the device for the helper to compile ``module`` (always, without a budget)."""
@@ -498,14 +515,20 @@ class BackgroundCompiler:
             return True
         helper = self.helper
 
-        def let_go() -> None:  # the manager wants the memory back for a call
+        def let_go() -> None:  # the manager wants the memory back for a call: the job waits for a later one
             self._held.pop(device, None)
+            self._later = True
             if helper is not None:
                 helper.let_go()
 
+        if not self.room.could_hold(device, need):
+            log.info("%s's budget cannot hold the compile helper (%d MB) beside its largest call; compiling %s "
+                     "here", device, need, type(module).__name__)  # fmt: skip
+            return False
         if not self.room.hold_outside(device, need, let_go):
-            log.info("no room in %s's budget for the compile helper (%d MB); compiling %s here", device, need,
-                     type(module).__name__)  # fmt: skip
+            log.info("no room in %s's budget for the compile helper (%d MB) now; %s's compile waits for a later "
+                     "call", device, need, type(module).__name__)  # fmt: skip
+            self._later = True
             return False
         self._held[device] = need
         return True
@@ -554,8 +577,6 @@ class BackgroundCompiler:
 
     def _run(self, runner: GraphedForward, key: Any, example: list[Any], spec: Any, ready: Any,
              inference: bool) -> None:  # fmt: skip
-        import time
-
         import torch
 
         started = time.perf_counter()

@@ -256,9 +256,7 @@ class ModelManager:
         capacity = self.plan.budget_of(device)
         if capacity is None or device not in self._device_locks:
             return True
-        largest = max((self._working_set(e) for e in self._entries.values() if e.key in self.plan.placements
-                       and e.device == device), default=0)  # fmt: skip
-        if mb + largest > capacity:
+        if not self.could_hold(device, mb):
             return False
         with self._device_locks[device]:
             _empty_cache()
@@ -267,6 +265,15 @@ class ModelManager:
             self._outside[device] = (mb, let_go)
             self._cap(device)
         return True
+
+    def could_hold(self, device: str, mb: int) -> bool:
+        """Whether the device's budget holds ``mb`` beside the largest call of a card on it (ever, not now)."""
+        capacity = self.plan.budget_of(device)
+        if capacity is None or device not in self._device_locks:
+            return True
+        largest = max((self._working_set(e) for e in self._entries.values() if e.key in self.plan.placements
+                       and e.device == device), default=0)  # fmt: skip
+        return mb + largest <= capacity
 
     def release_outside(self, device: str) -> None:
         """That memory is free again (the helper stopped)."""

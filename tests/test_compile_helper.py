@@ -104,8 +104,11 @@ def test_a_vram_budget_counts_the_helper_through_the_model_manager(tmp_path):
 
 
 class FakeRoom:
-    def __init__(self, ok: bool):
-        self.ok, self.asked, self.released, self.let_go = ok, [], [], None
+    def __init__(self, ok: bool, fits: bool = True):
+        self.ok, self.fits, self.asked, self.released, self.let_go = ok, fits, [], [], None
+
+    def could_hold(self, device, mb):
+        return self.fits
 
     def hold_outside(self, device, mb, let_go):
         self.asked.append((device, mb))
@@ -132,13 +135,18 @@ def test_the_compiler_asks_for_the_helpers_room_once_per_size(caches):
     compiler.helper, compiler.room = FakeHelper(), FakeRoom(ok=True)
     assert compiler._hold("cuda:0", unet) and compiler._hold("cuda:0", unet)
     assert compiler.room.asked == [("cuda:0", need)], "held already: not asked again"
-    compiler.room.let_go()  # a call needs the memory back
-    assert compiler.helper.stopped == 1 and compiler._hold("cuda:0", unet)
-    assert len(compiler.room.asked) == 2
+    compiler.room.let_go()  # a call needs the memory back: the job then waits for a later call
+    assert compiler.helper.stopped == 1 and compiler._later
+    compiler._later = False
+    assert compiler._hold("cuda:0", unet) and len(compiler.room.asked) == 2
     compiler._release_held()
     assert compiler.room.released == ["cuda:0"]
     compiler.room = FakeRoom(ok=False)
-    assert not compiler._hold("cuda:1", unet)
+    assert not compiler._hold("cuda:1", unet) and compiler._later, "no room now: later, not here"
+    compiler._later = False
+    compiler.room = FakeRoom(ok=True, fits=False)
+    assert not compiler._hold("cuda:1", unet) and not compiler._later, "never room: compiled here"
+    assert compiler.room.asked == []
 
 
 def test_no_room_in_the_budget_means_the_job_is_compiled_here(caches):

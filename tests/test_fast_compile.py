@@ -161,6 +161,28 @@ def test_a_compile_out_of_memory_is_put_off_a_few_times_then_given_up(model, cap
     assert runner.compile_failed, "a module that never fits stops trying"
 
 
+def test_a_job_waiting_for_the_helpers_room_is_queued_again_by_a_later_call(model, monkeypatch):
+    """Under a budget with no room for the compile helper now, nothing is compiled here (that would hold the
+    compiler's lock for a minute, and swapped-in models could not capture graphs meanwhile): the job is
+    dropped, and the first call after RETRY_HELPER_S queues it again."""
+    clock = [1000.0]
+    monkeypatch.setattr(fast_unet.time, "monotonic", lambda: clock[0])
+    runner = runner_for(model, FakeGraphs())
+    compile_fn = CountingCompile()
+    compiler = BackgroundCompiler(compile_fn)
+    waiting = [True]
+    monkeypatch.setattr(compiler, "_ahead", lambda *job: waiting[0])
+    run(model, compiler, (4, 4), wait_after=1)
+    assert compile_fn.compiled == 0 and compiler.jobs_submitted == 1 and not runner.submitted
+    run(model, compiler, (4, 4, 4))
+    assert compiler.jobs_submitted == 1, "within RETRY_HELPER_S no call queues it again"
+    clock[0] += fast_unet.RETRY_HELPER_S
+    waiting[0] = False  # the room is there now
+    run(model, compiler, (4,), wait_after=0)
+    run(model, compiler, (4, 4))
+    assert compiler.jobs_submitted == 2 and list(runner.kinds.values()) == ["compiled"]
+
+
 def test_a_compile_cut_short_at_exit_is_not_reported_as_a_failure(model, caplog, monkeypatch):
     """At interpreter exit inductor closes its worker pool under a running job ('SubprocPool closed')."""
 

@@ -219,6 +219,7 @@ def test_the_compile_helpers_memory_counts_in_the_budget(tmp_path):
     with orch.manager.use("A"):
         pass
     stopped = []
+    assert not orch.manager.could_hold("cuda:0", 600) and orch.manager.could_hold("cuda:0", 500)
     assert not orch.manager.hold_outside("cuda:0", 600, lambda: stopped.append(1)), "A (2100) + 600 > 2600"
     assert orch.manager.hold_outside("cuda:0", 400, lambda: stopped.append(1))
     assert states(orch) == {"A": "resident", "C": "offloaded"}, "C, least recently used, made way for it"
