@@ -406,6 +406,7 @@ class BackgroundCompiler:
         self.room: Any = None
         self._held: dict[str, int] = {}  # device -> MB held for the helper now
         self._later = False  # the job at hand waits for the helper's room (not compiled here meanwhile)
+        self._retry_until = 0.0  # when (time.monotonic()) the last job put off for room may be queued
 
     def submit(self, runner: GraphedForward, key: Any, leaves: list[Any], spec: Any) -> None:
         """Queue a compile of ``runner``'s module for this signature, on copies of these inputs."""
@@ -452,6 +453,11 @@ class BackgroundCompiler:
     def busy(self) -> bool:
         return self._pending > 0
 
+    def waiting_for_room(self) -> float:
+        """Seconds until a compile put off for the helper's room (under a budget) may be queued again by a
+        call; 0 when none waits."""
+        return max(0.0, self._retry_until - time.monotonic())
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every queued job is done (benchmarks and tests); False on timeout."""
         with self._idle:
@@ -470,6 +476,7 @@ class BackgroundCompiler:
                     runner, key = job[0], job[1]
                     runner.submitted.discard(key)
                     runner.retry_at = time.monotonic() + RETRY_HELPER_S
+                    self._retry_until = max(self._retry_until, runner.retry_at)
                 else:
                     with self.lock:
                         self._run(*job)

@@ -312,7 +312,12 @@ def _compile_everything(session: Session, tools: list[Tool], samples: dict[str, 
         say(f"compiled in {time.perf_counter() - started:.1f} s")
         queued = compiler.jobs_submitted
         _call_all(session, tools, samples, rows, calls=1, first=False, say=say)
-        if compiler.jobs_submitted == queued and not compiler.busy():
+        # under a budget a compile may wait for the helper's room; the first call after that queues it again
+        waiting = getattr(compiler, "waiting_for_room", lambda: 0.0)()
+        if compiler.jobs_submitted == queued and not compiler.busy() and not waiting:
             return True
+        if waiting and not compiler.busy():
+            say(f"a compile waits for room in the VRAM budget; calling again in {waiting:.0f} s")
+            time.sleep(min(waiting, max(0.0, deadline - time.perf_counter())))
     say(f"still compiling after {MAX_ROUNDS} rounds; the last calls may not be at full speed")
     return compiler.wait(max(0.0, deadline - time.perf_counter()))

@@ -174,6 +174,7 @@ def test_a_job_waiting_for_the_helpers_room_is_queued_again_by_a_later_call(mode
     monkeypatch.setattr(compiler, "_ahead", lambda *job: waiting[0])
     run(model, compiler, (4, 4), wait_after=1)
     assert compile_fn.compiled == 0 and compiler.jobs_submitted == 1 and not runner.submitted
+    assert compiler.waiting_for_room() == fast_unet.RETRY_HELPER_S, "what warmup waits for"
     run(model, compiler, (4, 4, 4))
     assert compiler.jobs_submitted == 1, "within RETRY_HELPER_S no call queues it again"
     clock[0] += fast_unet.RETRY_HELPER_S
@@ -181,6 +182,7 @@ def test_a_job_waiting_for_the_helpers_room_is_queued_again_by_a_later_call(mode
     run(model, compiler, (4,), wait_after=0)
     run(model, compiler, (4, 4))
     assert compiler.jobs_submitted == 2 and list(runner.kinds.values()) == ["compiled"]
+    assert compiler.waiting_for_room() == 0.0
 
 
 def test_a_compile_cut_short_at_exit_is_not_reported_as_a_failure(model, caplog, monkeypatch):

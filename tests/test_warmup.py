@@ -190,6 +190,25 @@ def test_calls_that_queue_more_compiles_are_waited_for_again(tmp_path):
     assert len(compiler.waits) == 3 and len(calls) == 6 and report.exit_code == 0 and not compiler.busy()
 
 
+def test_a_compile_waiting_for_the_helpers_room_is_called_for_again(tmp_path):
+    """Under a VRAM budget a compile may wait for the helper's room: warm_up does not call it done, but calls
+    again once it may be queued (and that call's compile is waited for)."""
+
+    class Waiting(FakeCompiler):
+        def __init__(self):
+            super().__init__(finishes=True)
+            self.waiting = [0.05, 0.0, 0.0]
+
+        def waiting_for_room(self) -> float:
+            return self.waiting.pop(0) if self.waiting else 0.0
+
+    compiler = Waiting()
+    orch, calls = fake_orchestrator("cuda:0", tmp_path, compiler, submit_on=(2, 4))
+    report = warm_up(orch, timeout=60, compiler=compiler)
+    # calls 1-2, wait, 3 (its compile waits for room), sleep, 4 queues it again, wait, 5 queues nothing, timed
+    assert len(calls) == 6 and len(compiler.waits) == 3 and report.exit_code == 0
+
+
 def test_off_cuda_nothing_is_waited_for(tmp_path):
     compiler = FakeCompiler(finishes=True)
     orch, calls = fake_orchestrator("cpu", tmp_path, compiler)
