@@ -33,7 +33,7 @@ from typing import Any
 from foundation_models.fast_unet import building_models
 
 from .cards import CardSet, ComponentGroup, ModelCard
-from .placement import Plan
+from .placement import Plan, working_set
 from .weights import WeightResolver
 
 log = logging.getLogger(__name__)
@@ -271,9 +271,8 @@ class ModelManager:
         capacity = self.plan.budget_of(device)
         if capacity is None or device not in self._device_locks:
             return True
-        largest = max((self._working_set(e) for e in self._entries.values() if e.key in self.plan.placements
-                       and e.device == device), default=0)  # fmt: skip
-        return mb + largest <= capacity
+        cards = [name for name, placement in self.plan.placements.items() if placement.device == device]
+        return mb + max((working_set(self.cards, name) for name in cards), default=0) <= capacity
 
     def release_outside(self, device: str) -> None:
         """That memory is free again (the helper stopped)."""
@@ -323,11 +322,6 @@ class ModelManager:
         if self._caps.get(device) != mb:
             self._caps[device] = mb
             self.allocator_cap(device, mb)
-
-    def _working_set(self, entry: _Entry) -> int:
-        """MB a card needs on its own while it runs: weights, shared components, working memory."""
-        shared = sum(self._entries[self._key_on(k, entry.device)].mb for k in entry.shared)
-        return entry.mb + shared + entry.working
 
     def _needed_mb(self, entry: _Entry) -> int:
         """MB a call of this card adds: its weights and shared components not resident yet, its working memory."""

@@ -129,7 +129,7 @@ def _auto_device(cards: CardSet, name: str, loads: Mapping[str, DeviceLoad]) -> 
             continue
         cost = _cost(cards, load, name)
         if load.budget_mb is not None:  # with a budget, models take turns: one card must fit on its own
-            room = load.capacity_mb - _working_set(cards, name)
+            room = load.capacity_mb - working_set(cards, name)
         else:
             room = load.capacity_mb - load.total_mb - cost - max(load.working_mb, cards[name].working_mb)
         key = (cost, -room)
@@ -138,7 +138,7 @@ def _auto_device(cards: CardSet, name: str, loads: Mapping[str, DeviceLoad]) -> 
     return best
 
 
-def _working_set(cards: CardSet, name: str) -> int:
+def working_set(cards: CardSet, name: str) -> int:
     """MB one card needs on its own while it runs: its weights, shared components and working memory."""
     card = cards[name]
     return card.vram_mb + sum(cards.shared_mb(card).values()) + card.working_mb
@@ -151,7 +151,7 @@ def _check_fits(cards: CardSet, load: DeviceLoad) -> None:
     name = load.device.name
     if load.budget_mb is not None:
         for card in load.cards:
-            need = _working_set(cards, card)
+            need = working_set(cards, card)
             if need > capacity:
                 working = cards[card].working_mb
                 to_run = f" plus {working:,} MB for a call to run" if working else ""

@@ -313,7 +313,7 @@ def _compile_everything(session: Session, tools: list[Tool], samples: dict[str, 
         queued = compiler.jobs_submitted
         _call_all(session, tools, samples, rows, calls=1, first=False, say=say)
         # under a budget a compile may wait for the helper's room; the first call after that queues it again
-        waiting = getattr(compiler, "waiting_for_room", lambda: 0.0)()
+        waiting = compiler.waiting_for_room()
         if compiler.jobs_submitted == queued and not compiler.busy() and not waiting:
             return True
         if waiting and not compiler.busy():

@@ -137,6 +137,9 @@ class FakeCompiler:
     def busy(self) -> bool:
         return self.pending > 0
 
+    def waiting_for_room(self) -> float:
+        return 0.0
+
     def wait(self, timeout: float | None = None) -> bool:
         self.waits.append(timeout)
         if self.finishes:
