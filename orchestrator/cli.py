@@ -17,8 +17,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .errors import OrchestratorError, SpecError
+from .settings import Settings
 
 ALL_CARDS_HINT = "comma-separated Name_device items, e.g. ImageCaptioning_cuda:0,Text2Image_cuda:0"
 
@@ -35,6 +37,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, load_required: bool = 
                         help="no CUDA-graph replay in the diffusion tools (eager, as diffusers runs them)")  # fmt: skip
     parser.add_argument("--no-compile", dest="compile", action="store_false",
                         help="CUDA graphs of the eager forward only: no torch.compile in the background")  # fmt: skip
+    parser.add_argument("--no-compile-helper", dest="compile_helper", action="store_false",
+                        help="compile in the serving process, not first in a helper process")  # fmt: skip
     parser.add_argument("--int8-weights", action="store_true",
                         help="store UNet and ControlNet weights as int8 (per-channel scales, fp16 compute): "
                              "about half their VRAM; images differ slightly")  # fmt: skip
@@ -58,11 +62,18 @@ def orchestrator_from_args(args: argparse.Namespace, session_root: str | None = 
     """The Orchestrator the common and brain flags describe (nothing loads yet)."""
     from .engine import Orchestrator
 
-    return Orchestrator(args.load, weights=args.weights, model_dir=args.model_dir, max_vram=args.max_vram,
-                        brain=args.brain, model=args.model, quant=args.quant,
-                        trust_remote_code=args.trust_remote_code, fast=args.fast, compile=args.compile,
-                        int8_weights=args.int8_weights,
-                        session_root=session_root)  # fmt: skip
+    return Orchestrator(args.load, settings=settings_from_args(args, session_root), max_vram=args.max_vram,
+                        brain=args.brain, brain_options={"model": args.model, "quant": args.quant,
+                                                         "trust_remote_code": args.trust_remote_code})  # fmt: skip
+
+
+def settings_from_args(args: argparse.Namespace, session_root: str | Path | None = None) -> Settings:
+    """The run's settings: the environment, then these flags (a flag that was not given leaves it)."""
+    switched_off = {
+        name: False for name in ("fast", "compile", "compile_helper") if getattr(args, name, True) is False
+    }
+    return Settings.from_env(weights=args.weights, model_dir=args.model_dir, session_root=session_root,
+                             int8_weights=getattr(args, "int8_weights", False) or None, **switched_off)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

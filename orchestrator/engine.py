@@ -19,10 +19,11 @@ from .images import ImageLimits
 from .manager import ModelManager
 from .placement import Plan, make_plan
 from .session import Session
+from .settings import Settings, WeightsMode
 from .spec import LoadItem, parse_budgets, parse_load_spec
 from .toolbox import all_tools
 from .tools import Tool
-from .weights import WeightResolver, WeightsMode, cache_root
+from .weights import WeightResolver
 
 log = logging.getLogger(__name__)
 
@@ -30,36 +31,37 @@ DEFAULT_LOAD = "ImageCaptioning_auto,Text2Image_auto"
 
 
 class Orchestrator:
-    """Plans placement at construction (nothing loads); models load on first use by any session."""
+    """Plans placement at construction (nothing loads); models load on first use by any session.
+
+    ``Orchestrator("Text2Image_cuda:0", weights="tiny", brain="rules")`` is the simple way in. Everything about
+    how it runs is one frozen :class:`Settings` (``settings=``; by default read from the environment once, here);
+    ``weights``, ``model_dir`` and ``session_root`` override its fields. ``brain_options`` are other
+    ``BrainConfig`` fields (``model``, ``quant``, ``max_steps``, ...). ``devices``, ``cards`` and ``families``
+    replace the detected devices, the registry and the family modules (tests).
+    """
 
     def __init__(
         self,
         load: str | Sequence[LoadItem] = DEFAULT_LOAD,
         *,
-        weights: WeightsMode = "hub",
+        settings: Settings | None = None,
+        weights: WeightsMode | None = None,
         model_dir: str | Path | None = None,
+        session_root: str | Path | None = None,
         max_vram: str | list[str] | Mapping[str, int] | None = None,
+        brain: str | BrainConfig | Brain | None = None,
+        brain_options: Mapping[str, Any] | None = None,
+        image_limits: ImageLimits | None = None,
         devices: Sequence[Device] | None = None,
         cards: CardSet | None = None,
-        session_root: str | Path | None = None,
-        image_limits: ImageLimits | None = None,
         families: Mapping[str, Any] | None = None,
-        brain: str | BrainConfig | Brain | None = None,
-        model: str | None = None,
-        quant: str | None = None,
-        trust_remote_code: bool = False,
-        brain_options: Mapping[str, Any] | None = None,
-        fast: bool = True,  # False: no CUDA-graph replay in diffusion tools (--no-fast; foundation_models/fast_unet.py)
-        compile: bool = True,  # False: graphs of the eager forward only, no background torch.compile (--no-compile)
-        int8_weights: bool = False,  # True: UNets and ControlNets stored int8, about half their VRAM (--int8-weights)
     ):
-        # "openai" | "rules" | "hf:<id-or-path>" | None (openai when OPENAI_API_KEY/OPENAI_BASE_URL is set);
-        # made on first chat. brain_options: other BrainConfig fields (max_steps, turn_seconds, ...).
-        self.brain = brain_from(brain, model=model, quant=quant, trust_remote_code=trust_remote_code,
-                                **dict(brain_options or {}))  # fmt: skip
+        settings = (settings or Settings.from_env()).with_(weights=weights, model_dir=model_dir,
+                                                            session_root=session_root)  # fmt: skip
+        self.settings = settings
+        self.brain = brain_from(brain, settings, **dict(brain_options or {}))  # made on first chat
         self.cards = cards or load_cards()
-        self.int8_weights = int8_weights
-        if int8_weights:
+        if settings.int8_weights:
             self.cards = self.cards.with_int8_diffusion()  # placement counts their int8 size
         self.items = parse_load_spec(load, self.cards) if isinstance(load, str) else list(load)
         budgets = dict(max_vram) if isinstance(max_vram, Mapping) else parse_budgets(max_vram)
@@ -67,20 +69,21 @@ class Orchestrator:
             devices = devices_for([i.device for i in self.items] + list(budgets))
         self.devices = keep_free_for_brain(list(devices), self.brain.config)
         self.plan: Plan = make_plan(self.cards, self.items, self.devices, budgets)
-        self.weights = weights
-        self.fast = fast
-        self.compile = compile
-        self.resolver = WeightResolver(weights, model_dir)
+        self.resolver = WeightResolver(settings.weights, settings.model_dir, settings.cache_dir)
         self.manager = ModelManager(self.cards, self.plan, self.resolver, families=families,
                                     options=self._card_options)  # fmt: skip
         if any(device.startswith("cuda") for device in budgets):
             count_compile_helper(self.manager)  # the helper's copy of a module counts in the budget
-        if image_limits is None and weights == "tiny":
+        if image_limits is None and settings.weights == "tiny":
             image_limits = ImageLimits(max_side=int(self.cards.tiny_overrides.get("resolution", 512)))
         self.image_limits = image_limits or ImageLimits()
-        self.session_root = Path(session_root) if session_root else cache_root() / "sessions"
+        self.session_root = settings.sessions_dir
         listed = {item.name for item in self.items}
         self.tools: dict[str, Tool] = {t.name: t for t in all_tools(self.cards) if t.card in listed}
+
+    @property
+    def weights(self) -> WeightsMode:
+        return self.settings.weights
 
     def card_options(self, card: str) -> Mapping[str, Any]:
         return self._card_options(self.cards[card])
@@ -88,13 +91,13 @@ class Orchestrator:
     def _card_options(self, card: ModelCard | None) -> Mapping[str, Any]:
         """A card's options with this orchestrator's settings applied (None: those of shared components)."""
         options = dict(card.options) if card else {}
-        if self.weights == "tiny":
+        if self.settings.weights == "tiny":
             options.update(self.cards.tiny_overrides)
-        if not self.fast:
+        if not self.settings.fast:
             options["fast"] = False
-        if not self.compile:
+        if not self.settings.compile:
             options["compile"] = False
-        if self.int8_weights:
+        if self.settings.int8_weights:
             options["int8_weights"] = True
         return options
 

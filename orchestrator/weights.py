@@ -8,27 +8,21 @@ first use of a model that needs it, so a missing one is reported then, with the 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from .errors import MissingWeightsError
+from .settings import WeightsMode, cache_root
 
 if TYPE_CHECKING:
     from .cards import CardSet
 
 log = logging.getLogger(__name__)
 
-WeightsMode = Literal["hub", "tiny"]
 TINY_LAYOUT_VERSION = "1"  # bump when a tiny builder changes, so cached tiny checkpoints are rebuilt
-
-
-def cache_root() -> Path:
-    env = os.environ.get("VISUAL_ORCHESTRATOR_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "visual-orchestrator"
 
 
 class WeightResolver:

@@ -9,6 +9,7 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from orchestrator.brain import BrainConfig, BrainError, brain_from
 from orchestrator.brain.history import dump, estimate_tokens, load, trim
 from orchestrator.brain.prompts import detect_language, load_prompt, prompts_dir, system_prompt
+from orchestrator.settings import Settings
 
 
 @pytest.fixture
@@ -19,11 +20,25 @@ def no_llm_env(monkeypatch):
 
 
 def test_default_brain_is_openai_only_when_configured(no_llm_env):
-    config = BrainConfig.from_spec(None)
+    config = BrainConfig.from_spec(None, Settings.from_env())
     assert (config.kind, config.fallback) == ("rules", True)
     no_llm_env.setenv("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1")
-    assert BrainConfig.from_spec(None).kind == "openai"
+    config = BrainConfig.from_spec(None, Settings.from_env())
+    assert (config.kind, config.base_url) == ("openai", "http://127.0.0.1:11434/v1")
     assert BrainConfig.from_spec("rules").fallback is False  # chosen, not a fallback
+
+
+def test_settings_read_the_environment_once_and_arguments_win(no_llm_env, tmp_path):
+    no_llm_env.setenv("VISUAL_ORCHESTRATOR_FAST", "0")
+    no_llm_env.setenv("VISUAL_ORCHESTRATOR_CACHE", str(tmp_path))
+    settings = Settings.from_env()
+    assert (settings.fast, settings.compile, settings.cache_dir) == (False, True, tmp_path)
+    assert settings.sessions_dir == tmp_path / "sessions" and settings.inductor_dir == tmp_path / "inductor"
+    no_llm_env.setenv("VISUAL_ORCHESTRATOR_FAST", "1")
+    assert settings.fast is False, "frozen: a later change of the environment does not reach it"
+    assert Settings.from_env(fast=False, compile_helper=False).compile_helper is False
+    with pytest.raises(TypeError, match="unknown setting 'fsat'"):
+        Settings.from_env(fsat=False)
 
 
 def test_brain_specs(no_llm_env):

@@ -32,7 +32,7 @@ def session_root(tmp_path_factory):
 
 def hf_orchestrator(path, session_root, quant=None):
     return Orchestrator("Text2Image_cpu", weights="tiny", session_root=session_root, brain=f"hf:{path}",
-                        quant=quant, brain_options={"max_steps": 1})  # fmt: skip
+                        brain_options={"max_steps": 1, "quant": quant})  # fmt: skip
 
 
 def test_tool_calls_through_the_models_chat_template(models, session_root):

@@ -187,8 +187,10 @@ def test_blip_fast_and_eager_answer_the_same(tiny, images, monkeypatch):
 @pytest.mark.parametrize("fast", [True, False])
 def test_the_orchestrators_fast_flag_reaches_blip(tmp_path, fast):
     from orchestrator.engine import Orchestrator
+    from orchestrator.settings import Settings
 
-    orch = Orchestrator("ImageCaptioning_cpu", weights="tiny", session_root=tmp_path, fast=fast)
+    orch = Orchestrator("ImageCaptioning_cpu", weights="tiny", session_root=tmp_path,
+                        settings=Settings.from_env(fast=fast))  # fmt: skip
     with orch.manager.use("ImageCaptioning") as model:
         assert model.fast is fast
 

@@ -14,6 +14,7 @@ from orchestrator.cards import INT8_SIZE, load_cards
 from orchestrator.devices import Device
 from orchestrator.engine import Orchestrator
 from orchestrator.placement import make_plan
+from orchestrator.settings import Settings
 from orchestrator.spec import parse_load_spec
 
 DIFFUSION = "Text2Image,CannyText2Image,InstructPix2Pix,Inpainting"
@@ -53,7 +54,9 @@ def orchestrators(tmp_path_factory):
     root = tmp_path_factory.mktemp("int8")
     spec = ",".join(f"{c}_cpu" for c in DIFFUSION.split(","))
     return {
-        int8: Orchestrator(spec, weights="tiny", session_root=root, int8_weights=int8)
+        int8: Orchestrator(
+            spec, weights="tiny", session_root=root, settings=Settings.from_env(int8_weights=int8)
+        )
         for int8 in (False, True)
     }
 
@@ -110,6 +113,6 @@ def test_cli_flag_reaches_the_orchestrator():
         )
         orch = cli.orchestrator_from_args(args)
         assert (
-            orch.int8_weights is expected
+            orch.settings.int8_weights is expected
             and orch.card_options("Text2Image").get("int8_weights", False) is expected
         )

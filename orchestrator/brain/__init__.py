@@ -13,12 +13,12 @@ LangChain, openai and transformers are imported by the brain that needs them, wh
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..errors import OrchestratorError
+from ..settings import Settings
 from .prompts import message
 
 if TYPE_CHECKING:
@@ -71,8 +71,8 @@ class BrainConfig:
     quant: str | None = None  # hf only: int8 or int4 (bitsandbytes, CUDA)
     trust_remote_code: bool = False  # hf only: for older ChatGLM-style repositories
     tool_format: ToolFormat = "auto"  # auto: native tool calling when the model supports it, else ReAct text
-    base_url: str | None = None  # openai: defaults to $OPENAI_BASE_URL
-    api_key: str | None = None  # openai: defaults to $OPENAI_API_KEY
+    base_url: str | None = None  # openai: defaults to Settings.openai_base_url ($OPENAI_BASE_URL)
+    api_key: str | None = None  # openai: defaults to Settings.openai_api_key ($OPENAI_API_KEY)
     device: str | None = None  # hf: defaults to cuda, then mps, then cpu
     request_timeout: float = 120.0  # seconds for one LLM request
     max_retries: int = 2  # retries of one request (429 with Retry-After, 5xx, dropped connections)
@@ -84,14 +84,19 @@ class BrainConfig:
     fallback: bool = False  # rules because no LLM is configured (the session is told once)
 
     @classmethod
-    def from_spec(cls, brain: str | None = None, **options: Any) -> BrainConfig:
-        """``openai``, ``rules``, ``hf:<id-or-path>`` or None (openai when $OPENAI_API_KEY/$OPENAI_BASE_URL is set)."""
+    def from_spec(
+        cls, brain: str | None = None, settings: Settings | None = None, **options: Any
+    ) -> BrainConfig:
+        """``openai``, ``rules``, ``hf:<id-or-path>`` or None: openai when ``settings`` name an OpenAI-compatible
+        server (``OPENAI_API_KEY``/``OPENAI_BASE_URL``), else rules. An openai brain takes its URL, key and model
+        from ``settings`` unless ``options`` give them."""
+        settings = settings or Settings()
         options = {k: v for k, v in options.items() if v is not None}
         spec = (brain or "").strip()
         if not spec:
-            configured = os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL")
+            kind = "openai" if settings.openai_configured else "rules"
             config = (
-                cls(kind="openai", **options) if configured else cls(kind="rules", fallback=True, **options)
+                cls(kind=kind, **options) if kind == "openai" else cls(kind="rules", fallback=True, **options)
             )
         elif spec in ("openai", "rules"):
             config = cls(kind=spec, **options)
@@ -99,13 +104,12 @@ class BrainConfig:
             config = cls(**{**options, "kind": "hf", "model": spec[3:].strip()})
         else:
             raise BrainError("bad_brain", brain=spec)
-        if config.kind == "openai" and not (
-            config.api_key
-            or config.base_url
-            or os.environ.get("OPENAI_API_KEY")
-            or os.environ.get("OPENAI_BASE_URL")
-        ):
-            raise BrainError("openai_no_key")
+        if config.kind == "openai":
+            config = replace(config, base_url=config.base_url or settings.openai_base_url,
+                             api_key=config.api_key or settings.openai_api_key,
+                             model=config.model or settings.openai_model)  # fmt: skip
+            if not (config.api_key or config.base_url):
+                raise BrainError("openai_no_key")
         if config.quant is not None and config.quant not in QUANTS:
             raise BrainError("bad_quant", quant=config.quant)
         if config.quant is not None and config.kind != "hf":
@@ -154,12 +158,14 @@ class LazyBrain:
             return self._brain
 
 
-def brain_from(brain: str | BrainConfig | Brain | None = None, **options: Any) -> LazyBrain:
+def brain_from(
+    brain: str | BrainConfig | Brain | None = None, settings: Settings | None = None, **options: Any
+) -> LazyBrain:
     """The orchestrator's brain from ``Orchestrator(brain=...)``: a spec string, a config, or a ready brain."""
     if isinstance(brain, BrainConfig):
         return LazyBrain(brain)
     if brain is None or isinstance(brain, str):
-        return LazyBrain(BrainConfig.from_spec(brain, **options))
+        return LazyBrain(BrainConfig.from_spec(brain, settings, **options))
     if not callable(getattr(brain, "respond", None)):
         raise TypeError(
             f"brain must be 'openai', 'rules', 'hf:<model>', a BrainConfig or a Brain, not {brain!r}"

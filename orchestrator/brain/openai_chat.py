@@ -10,7 +10,6 @@ of times; what still fails becomes a BrainError that says what to do.
 from __future__ import annotations
 
 import logging
-import os
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, BaseMessage
@@ -43,12 +42,11 @@ class OpenAIBrain:
     def __init__(self, config: BrainConfig):
         from langchain_openai import ChatOpenAI
 
-        base_url = config.base_url or os.environ.get("OPENAI_BASE_URL") or None
-        api_key = config.api_key or os.environ.get("OPENAI_API_KEY")
+        base_url, api_key = config.base_url or None, config.api_key
         if not api_key and not base_url:
             raise BrainError("openai_no_key")
         self.url = base_url or OPENAI_URL
-        self.model = config.model or os.environ.get("OPENAI_MODEL") or DEFAULT_MODEL
+        self.model = config.model or DEFAULT_MODEL
         self.react = config.tool_format == "react"
         self.native_only = config.tool_format == "native"
         self.request_timeout = config.request_timeout

@@ -1,0 +1,107 @@
+"""Runtime settings: one frozen object, built once at the edge and passed down.
+
+The command line (flags), ``gradio_app.py`` and Python callers (``Orchestrator(..., settings=...)`` or its
+keyword arguments) build a :class:`Settings` with :meth:`Settings.from_env`, which reads the project's
+environment variables once; nothing below the edge reads ``os.environ`` for these. The order is: an explicit
+argument, then the environment, then the default.
+
+| field | environment | flag |
+|---|---|---|
+| ``cache_dir`` | ``VISUAL_ORCHESTRATOR_CACHE`` | |
+| ``fast`` | ``VISUAL_ORCHESTRATOR_FAST=0`` | ``--no-fast`` |
+| ``compile`` | ``VISUAL_ORCHESTRATOR_COMPILE=0`` | ``--no-compile`` |
+| ``compile_helper`` | ``VISUAL_ORCHESTRATOR_COMPILE_HELPER=0`` | ``--no-compile-helper`` |
+| ``openai_api_key``, ``openai_base_url``, ``openai_model`` | ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_MODEL`` | ``--model`` |
+
+Variables that belong to other libraries (``CUDA_VISIBLE_DEVICES``, ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``,
+``TORCHINDUCTOR_CACHE_DIR``) stay theirs: they are read where the code mirrors that library.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+WeightsMode = Literal["hub", "tiny"]
+
+CACHE_ENV = "VISUAL_ORCHESTRATOR_CACHE"
+SWITCHES = {  # field -> the variable that turns it off with 0/false/no/off
+    "fast": "VISUAL_ORCHESTRATOR_FAST",
+    "compile": "VISUAL_ORCHESTRATOR_COMPILE",
+    "compile_helper": "VISUAL_ORCHESTRATOR_COMPILE_HELPER",
+}
+OPENAI_ENV = {"openai_api_key": "OPENAI_API_KEY", "openai_base_url": "OPENAI_BASE_URL",
+              "openai_model": "OPENAI_MODEL"}  # fmt: skip
+OFF = ("0", "false", "no", "off")
+
+
+def cache_root() -> Path:
+    """The project's cache folder as the environment says (for callers at the edge that hold no Settings)."""
+    return default_cache_dir(os.environ)
+
+
+def default_cache_dir(environ: Mapping[str, str]) -> Path:
+    value = environ.get(CACHE_ENV)
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "visual-orchestrator"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything an Orchestrator's parts need to know about how they run."""
+
+    weights: WeightsMode = "hub"  # tiny: seeded tiny checkpoints built locally (tests, offline smoke runs)
+    model_dir: Path | None = None  # --model-dir: local checkpoints as DIR/org/name, before the HF cache
+    cache_dir: Path = field(default_factory=lambda: default_cache_dir({}))
+    session_root: Path | None = None  # where sessions are saved; None: cache_dir/sessions
+    fast: bool = True  # CUDA-graph replay of the diffusion networks and BLIP (--no-fast)
+    compile: bool = True  # the background torch.compile of their blocks (--no-compile)
+    compile_helper: bool = True  # compile each job first in a helper process (--no-compile-helper)
+    int8_weights: bool = False  # UNets and ControlNets stored int8 (--int8-weights)
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    openai_model: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.weights not in ("hub", "tiny"):
+            raise ValueError(f"weights mode must be 'hub' or 'tiny', got {self.weights!r}")
+        for name in ("model_dir", "cache_dir", "session_root"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value).expanduser())
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from the environment (``os.environ`` unless given), then ``overrides`` that are not None."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {"cache_dir": default_cache_dir(env)}
+        for name, variable in SWITCHES.items():
+            values[name] = env.get(variable, "1").strip().lower() not in OFF
+        for name, variable in OPENAI_ENV.items():
+            values[name] = env.get(variable) or None
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"unknown setting {unknown[0]!r}; settings are: {', '.join(sorted(known))}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with these fields changed (None leaves a field as it is)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def sessions_dir(self) -> Path:
+        return self.session_root or self.cache_dir / "sessions"
+
+    @property
+    def inductor_dir(self) -> Path:
+        """Inductor's on-disk cache of compiled code, under the project's cache (a restart reuses it)."""
+        return self.cache_dir / "inductor"
+
+    @property
+    def openai_configured(self) -> bool:
+        """Whether an OpenAI-compatible server was configured (the default brain is then ``openai``)."""
+        return bool(self.openai_api_key or self.openai_base_url)
