@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from .family import Family, FastFacts, Files
 from .fast_blip import FastGreedy
 from .fast_unet import fast_enabled
 
@@ -67,3 +68,6 @@ def load(ctx: Any) -> Blip:
     processor = BlipProcessor.from_pretrained(path)
     max_new_tokens = int(ctx.options.get("max_new_tokens", 30))
     return Blip(model, processor, task, max_new_tokens, fast=ctx.options.get("fast"))
+
+
+FAMILY = Family("blip", load, files=Files("transformers"), fast=FastFacts(decoder=True))

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .family import Family
+
 
 @dataclass(frozen=True)
 class Composite:
@@ -21,3 +23,6 @@ class Composite:
 
 def load(ctx: Any) -> Composite:
     return Composite(ctx.card.name, tuple(ctx.card.depends_on))
+
+
+FAMILY = Family("composite", load)  # no weights: its tools run the cards it depends on

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from .family import Family, Files, Warmup
 from .stable_diffusion import (
+    CONTROLNET_FAST,
     ProgressFn,
     _Pipeline,
     _quiet,
@@ -41,3 +43,8 @@ def load(ctx: Any) -> ControlNetText2Image:
         requires_safety_checker=False,
     )
     return ControlNetText2Image(_quiet(pipe), {"controlnet": controlnet}, **fast_options(ctx))
+
+
+FAMILY = Family(
+    "controlnet", load, files=Files("diffusers"), warmup=Warmup(condition_map=True), fast=CONTROLNET_FAST
+)

@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 from PIL import Image
+
+from .family import Family, Files
 
 
 class DPT:
@@ -52,6 +53,8 @@ def normal_image(depth: np.ndarray, background_threshold: float = 0.4) -> Image.
     Pixels whose relative depth is under ``background_threshold`` are background and face the viewer
     (128, 128, 255). R grows where depth (nearness) grows to the right, G where it grows downwards.
     """
+    import cv2  # OpenCV loads on the first detection, not when the family is read
+
     depth = depth.astype(np.float32)
     x = cv2.Sobel(depth, cv2.CV_32F, 1, 0, ksize=3)
     y = cv2.Sobel(depth, cv2.CV_32F, 0, 1, ksize=3)
@@ -106,3 +109,6 @@ def load(ctx: Any) -> DepthMap:
         raise ValueError(f"card {ctx.card.name}: option 'output' is {output!r}; use depth or normal")
     threshold = float(ctx.options.get("background_threshold", 0.4))
     return DepthMap(ctx.component("dpt_depth", "dpt"), output, threshold)
+
+
+FAMILY = Family("depth", load, load_component, files=Files("transformers"))

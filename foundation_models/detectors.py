@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-import cv2
 import numpy as np
 from PIL import Image
+
+from .family import Family, Files
 
 HED_FILE = "ControlNetHED.pth"
 MLSD_FILE = "mlsd_large_512_fp32.pth"
@@ -35,6 +36,8 @@ def aux(module: str) -> ModuleType:
 # -- sizes ----------------------------------------------------------------------------------------
 def detection_input(image: Image.Image, resolution: int | None = None) -> np.ndarray:
     """The image as a network sees it: RGB uint8, short side ``resolution`` (default: its own), sides multiples of 64."""
+    import cv2  # OpenCV loads on the first detection, not when the family is read
+
     width, height = image.size
     scale = (resolution or min(width, height)) / min(width, height)
     size = (max(64, int(width * scale / 64 + 0.5) * 64), max(64, int(height * scale / 64 + 0.5) * 64))
@@ -46,6 +49,8 @@ def detection_input(image: Image.Image, resolution: int | None = None) -> np.nda
 
 def to_condition(detected: np.ndarray, size: tuple[int, int], binary: bool = False) -> Image.Image:
     """A detector's map as an RGB image of ``size`` (binary maps stay pure black and white)."""
+    import cv2  # OpenCV loads on the first detection, not when the family is read
+
     if detected.shape[1::-1] != tuple(size):
         detected = cv2.resize(detected, size, interpolation=cv2.INTER_NEAREST if binary else cv2.INTER_LINEAR)
     if detected.ndim == 2:
@@ -55,6 +60,8 @@ def to_condition(detected: np.ndarray, size: tuple[int, int], binary: bool = Fal
 
 def scribble_from_edges(edges: np.ndarray) -> np.ndarray:
     """ControlNet's fake scribble: thin a soft edge map (NMS), blur, and keep every touched pixel, white on black."""
+    import cv2  # OpenCV loads on the first detection, not when the family is read
+
     scribble = cv2.GaussianBlur(aux("util").nms(edges, 127, 3.0), (0, 0), 3.0)
     return np.where(scribble > 4, 255, 0).astype(np.uint8)
 
@@ -70,6 +77,8 @@ class Canny:
         pass
 
     def __call__(self, image: Image.Image) -> Image.Image:
+        import cv2  # OpenCV loads on the first detection, not when the family is read
+
         edges = cv2.Canny(detection_input(image, self.resolution), self.low_threshold, self.high_threshold)
         return to_condition(edges, image.size, binary=True)
 
@@ -86,6 +95,8 @@ class SoftEdges:
         pass
 
     def __call__(self, image: Image.Image) -> Image.Image:
+        import cv2  # OpenCV loads on the first detection, not when the family is read
+
         array = detection_input(image, self.resolution)
         side = min(array.shape[:2])  # already sized: HEDdetector's own resizing leaves it as is
         edges = self.hed(array, detect_resolution=side, image_resolution=side, output_type="np")[:, :, 0]
@@ -108,6 +119,8 @@ class Lines:
         self.model.to(device)
 
     def __call__(self, image: Image.Image) -> Image.Image:
+        import cv2  # OpenCV loads on the first detection, not when the family is read
+
         array = detection_input(image, self.resolution)
         segments = line_segments(self.model, array, self.value_threshold, self.distance_threshold)
         width, height = image.size
@@ -196,3 +209,14 @@ def _load_mlsd(ctx: Any) -> Any:
     model = aux("mlsd.models.mbv2_mlsd_large").MobileV2_MLSD_Large()
     model.load_state_dict(torch.load(path, map_location="cpu"), strict=True)
     return model.to(ctx.device).eval()
+
+
+FAMILY = Family(
+    "detectors",
+    load,
+    load_component,
+    # the Annotators files each detector reads, by the card's ``detector`` option (and the HED group's component)
+    files=Files(
+        "files", {"hed": HED_FILE, "scribble": HED_FILE, "mlsd": MLSD_FILE, "openpose": BODY_POSE_FILE}
+    ),
+)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from typing import Any, NamedTuple
 
+from .family import Family, Files
+
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
 
 
@@ -86,3 +88,6 @@ def load(ctx: Any) -> GroundingDino:
     model = AutoModelForZeroShotObjectDetection.from_pretrained(path, dtype=ctx.dtype).to(ctx.device).eval()
     thresholds = {k: float(ctx.options[k]) for k in ("box_threshold", "text_threshold") if k in ctx.options}
     return GroundingDino(model, AutoProcessor.from_pretrained(path), **thresholds)
+
+
+FAMILY = Family("grounding", load, files=Files("transformers"))

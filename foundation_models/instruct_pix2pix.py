@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from .family import Family, Files
 from .stable_diffusion import (
+    SD15_FAST,
     ProgressFn,
     _Pipeline,
     _quiet,
@@ -44,3 +46,6 @@ def load(ctx: Any) -> InstructPix2Pix:
     )
     own_modules = {k: v for k, v in own.items() if hasattr(v, "to")}
     return InstructPix2Pix(_quiet(pipe), own_modules, **fast_options(ctx))
+
+
+FAMILY = Family("instruct_pix2pix", load, files=Files("pipeline"), fast=SD15_FAST)

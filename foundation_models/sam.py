@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .family import Family, Files
+
 Box = tuple[float, float, float, float]
 
 
@@ -64,3 +66,6 @@ def load(ctx: Any) -> Sam:
     path = ctx.checkpoint("model")
     model = SamModel.from_pretrained(path, dtype=ctx.dtype).to(ctx.device).eval()
     return Sam(model, SamProcessor.from_pretrained(path), dict(ctx.options))
+
+
+FAMILY = Family("sam", load, files=Files("transformers"))

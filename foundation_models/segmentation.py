@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .family import Family, Files
+
 # The ADE20K palette of ControlNet's seg annotator and the sd-controlnet-seg model card (TaskMatrix's
 # ``ade_palette``), one colour per class id 0-149. Ids 6 (road) and 48 (skyscraper) share a colour there too.
 # fmt: off
@@ -78,3 +80,6 @@ def load(ctx: Any) -> Segmenter:
     path = ctx.checkpoint("model")
     model = UperNetForSemanticSegmentation.from_pretrained(path, dtype=ctx.dtype).to(ctx.device).eval()
     return Segmenter(model, AutoImageProcessor.from_pretrained(path))
+
+
+FAMILY = Family("segmentation", load, files=Files("transformers"))

@@ -16,12 +16,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .family import Family, FastFacts, Files
 from .fast_unet import compile_enabled, fast_enabled, fast_modules, fast_pipeline, release
 
 log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 ProgressFn = Callable[[int, int], None]
+# The SD1.5 networks on the fast path: the denoiser and text encoder replay graphs of their forward; the denoiser
+# and the VAE decoder compile their repeated blocks in the background, shared with every SD1.5 pipeline.
+SD15_FAST = FastFacts(graphed=("unet", "text_encoder"), compiled=("unet", "vae.decoder"),
+                      blocks=("ResnetBlock2D", "Transformer2DModel"), int8=True)  # fmt: skip
+CONTROLNET_FAST = FastFacts(graphed=("unet", "controlnet", "text_encoder"), compiled=("unet", "controlnet", "vae.decoder"),
+                            blocks=SD15_FAST.blocks, int8=True)  # fmt: skip
 
 
 # -- components -----------------------------------------------------------------------------------
@@ -195,3 +202,6 @@ def fast_options(ctx: Any) -> dict[str, Any]:
 def _quiet(pipe: Any) -> Any:
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+FAMILY = Family("stable_diffusion", load, load_component, files=Files("pipeline"), fast=SD15_FAST)

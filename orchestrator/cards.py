@@ -11,11 +11,12 @@ from typing import Any
 
 import yaml
 
+from foundation_models.family import family_module
+
 from .errors import CardError
 
 # --int8-weights (foundation_models/int8_weights.py): the diffusion networks' families, and their int8 size
 # as a share of the fp16 one (an SD1.5 UNet: 1,653 MB -> 833 MB, measured on the H200).
-INT8_FAMILIES = ("stable_diffusion", "controlnet", "instruct_pix2pix")
 INT8_SIZE = 0.51
 
 DTYPES = ("float16", "bfloat16", "float32")
@@ -84,7 +85,7 @@ class CardSet:
             groups["sd15_base"] = replace(base, components=components)
         cards = {
             name: replace(card, vram_mb=round(card.vram_mb * INT8_SIZE))
-            if card.family in INT8_FAMILIES
+            if family_module(card.family).fast.int8
             else card
             for name, card in self.cards.items()
         }

@@ -20,16 +20,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+
+from foundation_models.family import Layout, family_module
 
 from .cards import CardSet
 
-Kind = Literal["pipeline", "diffusers", "transformers", "files"]
-FAMILY_KINDS: dict[str, Kind] = {
-    "stable_diffusion": "pipeline", "instruct_pix2pix": "pipeline", "controlnet": "diffusers",
-    "blip": "transformers", "depth": "transformers", "segmentation": "transformers",
-    "grounding": "transformers", "sam": "transformers", "detectors": "files",
-}  # fmt: skip
+Kind = Layout  # the family's declared layout (foundation_models.family.Files)
 PIPELINE_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 WEIGHT_EXTS = (".safetensors", ".bin")
 WEIGHT_STEMS = ("diffusion_pytorch_model", "model", "pytorch_model")
@@ -54,19 +50,16 @@ class Need:
         return replace(self, files=tuple(dict.fromkeys(self.files + other.files)))
 
 
+def layout_of(family: str) -> Kind:
+    """How the family's loader reads a repository, as its ``FAMILY`` declares (LookupError: no such family)."""
+    return family_module(family).files.layout
+
+
 def need_for(family: str, repo_id: str, files: Iterable[str] = ()) -> Need:
-    kind = FAMILY_KINDS.get(family, "transformers")
+    kind = layout_of(family)
     if kind == "files":
         return Need(repo_id, kind, tuple(files))
     return Need(repo_id, kind, variant="fp16" if kind in ("pipeline", "diffusers") else None)
-
-
-def _detector_file(key: str | None) -> str | None:
-    """The Annotators file a detector (or the hed_annotator group's ``hed``) reads, by the loader's names."""
-    from foundation_models import detectors as d
-
-    files = {"hed": d.HED_FILE, "scribble": d.HED_FILE, "mlsd": d.MLSD_FILE, "openpose": d.BODY_POSE_FILE}
-    return files.get(key or "")
 
 
 def card_needs(cards: CardSet, name: str, dependencies: bool = True) -> list[Need]:
@@ -74,12 +67,12 @@ def card_needs(cards: CardSet, name: str, dependencies: bool = True) -> list[Nee
     needs: list[Need] = []
     for card_name in cards.with_dependencies([name]) if dependencies else [name]:
         card = cards[card_name]
-        detector = _detector_file(card.options.get("detector")) if card.family == "detectors" else None
+        named = family_module(card.family).files.named(card.options.get("detector"))
         for repo in card.checkpoints.values():
-            needs.append(need_for(card.family, repo, [detector] if detector else []))
+            needs.append(need_for(card.family, repo, [named] if named else []))
         for group_name, components in card.shares.items():
             group = cards.groups[group_name]
-            files = [f for f in map(_detector_file, components) if f] if group.family == "detectors" else []
+            files = [f for f in map(family_module(group.family).files.named, components) if f]
             needs.append(need_for(group.family, group.checkpoint, files))
     return merge_needs(needs)
 

@@ -11,14 +11,14 @@ On CUDA the budget is also a hard cap: torch's allocator in this process never t
 out of memory, and the session evicts the other models and tries once more. The compile helper's memory (a
 process of our own) is held through ``hold_outside`` while it runs.
 
-A family module (``foundation_models/<family>.py``) provides ``load(ctx) -> model`` and, for families
-that own component groups, ``load_component(ctx, group, component) -> module``. A model that owns
-weights besides shared components has ``to(device)`` that moves those (and only those).
+A family (``foundation_models/<family>.py``, its ``FAMILY`` declaration: ``foundation_models/family.py``)
+provides ``load(ctx) -> model`` and, for families that own component groups, ``load_component(ctx, group,
+component) -> module``. A model that owns weights besides shared components has ``to(device)`` that moves
+those (and only those).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 import threading
@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+from foundation_models.family import Family, family_module
 from foundation_models.fast_unet import building_models
 
 from .cards import CardSet, ComponentGroup, ModelCard
@@ -69,7 +69,8 @@ class ModelStatus:
 
 @dataclass
 class LoadContext:
-    """What a family's ``load`` may use: its card, device, dtype, checkpoints and shared components."""
+    """What a family's ``load`` may use: its card, device, dtype, checkpoints and shared components
+    (``foundation_models.family.LoadContext`` is the contract)."""
 
     card: ModelCard | None
     device: str
@@ -102,7 +103,7 @@ class ModelManager:
         plan: Plan,
         resolver: WeightResolver,
         *,
-        families: Mapping[str, ModuleType | Any] | None = None,
+        families: Mapping[str, Family] | None = None,
         options: Callable[[ModelCard | None], Mapping[str, Any]] | None = None,
         memory_probe: Callable[[str], float | None] | None = None,
         allocator_cap: Callable[[str, int], None] | None = None,
@@ -224,9 +225,10 @@ class ModelManager:
             entry.state = LOADING
             try:
                 with building_models():
-                    entry.obj = self._family(group.family).load_component(
-                        self._context(None, entry.device, group), group, comp
-                    )
+                    load_component = self._family(group.family).load_component
+                    if load_component is None:
+                        raise TypeError(f"the {group.family} family declares no load_component for {group.name}")
+                    entry.obj = load_component(self._context(None, entry.device, group), group, comp)
             except BaseException:
                 entry.state = NOT_LOADED
                 raise
@@ -242,10 +244,14 @@ class ModelManager:
         options = self._options(card)  # card None: a shared component; the options every card gets
         return LoadContext(card, device, dtype, self, options)
 
-    def _family(self, family: str) -> Any:
+    def _family(self, family: str) -> Family:
         if family not in self._families:
-            self._families[family] = importlib.import_module(f"foundation_models.{family}")
+            self._families[family] = family_module(family)
         return self._families[family]
+
+    def family_of(self, card: str) -> Family:
+        """The family declaration of a card (what loads it, what warm-up and the downloader need to know)."""
+        return self._family(self.cards[card].family)
 
     # -- budgets --------------------------------------------------------------------------------
     def hold_outside(self, device: str, mb: int, let_go: Callable[[], None]) -> bool:

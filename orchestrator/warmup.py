@@ -119,7 +119,8 @@ def warm_up(
         picture = session.upload(drawing, "warmup.png")
         edges = session.upload(edge_map(drawing), "warmup-edges.png")
         size = session.images.open(picture).size
-        samples = {t.name: sample_args(t, picture, size, edges, orchestrator.cards[t.card].family)
+        family = orchestrator.manager.family_of
+        samples = {t.name: sample_args(t, picture, size, edges, family(t.card).warmup.condition_map)
                    for t in selected}  # fmt: skip
         # First call: load + eager; the second captures graphs and queues the compile (one call without it).
         _call_all(session, selected, samples, out.rows, calls=2 if fast else 1, first=True, say=say)
@@ -171,15 +172,15 @@ def select_tools(orchestrator: Orchestrator, names: Sequence[str] | None) -> lis
 
 
 def sample_args(
-    tool: Tool, image: str, size: tuple[int, int], edges: str | None = None, family: str = ""
+    tool: Tool, image: str, size: tuple[int, int], edges: str | None = None, condition_map: bool = False
 ) -> dict[str, Any]:
-    """Arguments for one call: images are ``image``, except a mask and a ControlNet's condition map, which
-    are ``edges`` (a grey map: the ControlNets refuse a colour picture); required text and numbers get sample
-    values, optional ones keep their defaults."""
+    """Arguments for one call: images are ``image``, except a mask and, for a family whose warm-up asks for a
+    ``condition_map`` (the ControlNets refuse a colour picture), its images, which are ``edges`` (a grey map);
+    required text and numbers get sample values, optional ones keep their defaults."""
     args: dict[str, Any] = {}
     for param in tool.params:
         if param.kind == "image":
-            wants_map = edges is not None and (param.name == "mask" or family == "controlnet")
+            wants_map = edges is not None and (param.name == "mask" or condition_map)
             args[param.name] = edges if wants_map else image
         elif not param.required:
             continue

@@ -6,12 +6,14 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
+from foundation_models.family import Layout
 from foundation_models.stable_diffusion import weights_variant
 from orchestrator.cards import load_cards
-from orchestrator.download import FAMILY_KINDS, Need, missing_files, repo_need, select_files, spec_needs
+from orchestrator.download import Need, layout_of, missing_files, repo_need, select_files, spec_needs
 
 ROOT = Path(__file__).resolve().parents[1]
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -93,9 +95,9 @@ def test_every_card_has_a_rule_and_a_published_listing(footprint):
     listed = footprint.listings()
     for card in cards.cards.values():
         if card.checkpoints:
-            assert card.family in FAMILY_KINDS, card.name
+            assert layout_of(card.family) in get_args(Layout), card.name
     for group in cards.groups.values():
-        assert group.family in FAMILY_KINDS, group.name
+        assert layout_of(group.family) in get_args(Layout), group.name
     for need in spec_needs(cards, cards.names()):
         assert need.repo_id in listed, need.repo_id
         assert select_files(need, listed[need.repo_id]), need.repo_id

@@ -182,10 +182,10 @@ def test_sd_pipeline_fast_and_eager_give_the_same_image(tmp_path):
 @pytest.mark.parametrize("fast", [True, False])
 def test_orchestrator_fast_flag_reaches_the_diffusion_tools(tmp_path, fast):
     from orchestrator.engine import Orchestrator
+    from orchestrator.settings import Settings
 
-    orch = Orchestrator(
-        "Text2Image_cpu,InstructPix2Pix_cpu", weights="tiny", session_root=tmp_path, fast=fast
-    )
+    orch = Orchestrator("Text2Image_cpu,InstructPix2Pix_cpu", weights="tiny", session_root=tmp_path,
+                        settings=Settings.from_env(fast=fast))  # fmt: skip
     for card in ("Text2Image", "InstructPix2Pix"):
         with orch.manager.use(card) as model:
             assert model.fast is fast

@@ -11,6 +11,7 @@ from typing import Annotated
 import torch
 
 from foundation_models.compile_helper import HELPER_OVERHEAD_MB
+from foundation_models.family import Family
 from foundation_models.fast_unet import REGIONS, BackgroundCompiler
 from orchestrator.cards import parse_cards
 from orchestrator.devices import CPU, cuda_device
@@ -35,6 +36,11 @@ class FakeModel:
 
     def to(self, device: str) -> None:
         self.device = device
+
+
+def declared(fake) -> Family:
+    """A test family object as the manager takes families: its FAMILY declaration."""
+    return Family("fake", fake.load, getattr(fake, "load_component", None))
 
 
 class FakeFamily:
@@ -64,7 +70,7 @@ class FakeFamily:
 def make(spec: str, devices=(CPU,), max_vram=None, delay=0.0, tmp_path=None):
     family = FakeFamily(delay)
     orch = Orchestrator(spec, cards=parse_cards(CARDS), devices=list(devices), max_vram=max_vram,
-                        families={"fake": family}, session_root=tmp_path)  # fmt: skip
+                        families={"fake": declared(family)}, session_root=tmp_path)  # fmt: skip
     return orch, family
 
 
@@ -154,7 +160,7 @@ def test_a_budget_keeps_room_for_the_calls_working_memory(tmp_path):
     """Weights that fit the budget are not enough: C's call takes 400 MB more, so A makes way for it."""
     orch = Orchestrator("A_cuda:0,C_cuda:0", cards=parse_cards(with_working_memory("C", 400)),
                         devices=[CPU, cuda_device(0, 80_000)], max_vram="cuda:0=2600MiB",
-                        families={"fake": FakeFamily()}, session_root=tmp_path)  # fmt: skip
+                        families={"fake": declared(FakeFamily())}, session_root=tmp_path)  # fmt: skip
     with orch.manager.use("A"):  # A + base = 2100
         pass
     with orch.manager.use("C"):  # 2100 + 500 fits the budget, but not with 400 more to run
@@ -349,7 +355,7 @@ def test_models_are_built_while_the_background_compiler_cannot_trace(tmp_path):
                 SimpleNamespace(card=SimpleNamespace(name=component, shares={}), device=ctx.device)
             )
 
-    orch = Orchestrator("A_cpu", cards=parse_cards(CARDS), devices=[CPU], families={"fake": Watching()},
+    orch = Orchestrator("A_cpu", cards=parse_cards(CARDS), devices=[CPU], families={"fake": declared(Watching())},
                         session_root=tmp_path)  # fmt: skip
     with orch.manager.use("A"):
         pass

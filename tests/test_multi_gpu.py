@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 
+from foundation_models.family import Family
 from orchestrator.cards import load_cards, parse_cards
 from orchestrator.devices import CPU, cuda_device
 from orchestrator.engine import Orchestrator
@@ -55,6 +56,11 @@ FAKE = {"cards": {
 }}  # fmt: skip
 
 
+def declared(fake) -> Family:
+    """A test family object as the manager takes families: its FAMILY declaration."""
+    return Family("fake", fake.load, getattr(fake, "load_component", None))
+
+
 class SlowFamily:
     class Model:
         def to(self, device: str) -> None:
@@ -67,7 +73,7 @@ class SlowFamily:
 def test_one_queue_per_gpu_two_gpus_run_at_the_same_time(tmp_path):
     devices = [CPU, cuda_device(0, 1_000), cuda_device(1, 1_000)]
     orch = Orchestrator("A_cuda:0,B_cuda:1", cards=parse_cards(FAKE), devices=devices,
-                        families={"fake": SlowFamily()}, session_root=tmp_path)  # fmt: skip
+                        families={"fake": declared(SlowFamily())}, session_root=tmp_path)  # fmt: skip
     inside, overlap, lock = [], [], threading.Lock()
 
     def use(card: str) -> None:

@@ -18,10 +18,12 @@ import pytest
 from served_app import free_port
 
 from foundation_models import fast_unet
+from foundation_models.family import Family, family_module
 from orchestrator import cli
 from orchestrator.cards import load_cards, parse_cards
 from orchestrator.devices import CPU, cuda_device
 from orchestrator.engine import Orchestrator
+from orchestrator.settings import Settings
 from orchestrator.toolbox import all_tools
 from orchestrator.toolbox.control import MAX_GREY_CHROMA
 from orchestrator.tools import Param, Tool
@@ -115,6 +117,11 @@ def test_a_failing_tool_exits_1_with_its_error_and_the_others_are_still_warmed(c
 FAKE_CARDS = {"cards": {"Painter": {"family": "fake", "dtype": "float16", "vram_mb": 100, "tools": []}}}
 
 
+def declared(fake) -> Family:
+    """A test family object as the manager takes families: its FAMILY declaration."""
+    return Family("fake", fake.load, getattr(fake, "load_component", None))
+
+
 class FakeFamily:
     class Model:
         def to(self, device: str) -> None:
@@ -167,7 +174,8 @@ def fake_orchestrator(device: str, tmp_path: Path, compiler: FakeCompiler | None
         return "painted"
 
     orch = Orchestrator(f"Painter_{device}", cards=parse_cards(FAKE_CARDS), devices=[CPU, cuda_device(0, 1_000)],
-                        families={"fake": FakeFamily()}, session_root=tmp_path, brain="rules", **options)  # fmt: skip
+                        families={"fake": declared(FakeFamily())}, session_root=tmp_path, brain="rules",
+                        settings=Settings.from_env(**options))  # fmt: skip
     params = (Param("image", "image", "a picture", True), Param("prompt", str, "what to paint", True))
     orch.tools = {"paint": Tool("paint", "Painter", "Paint.", params, paint)}
     return orch, calls
@@ -249,7 +257,8 @@ def test_every_tool_gets_arguments_and_the_controlnets_a_grey_map():
     assert picture.size == (512, 512) and (edges.max(axis=2) - edges.min(axis=2)).mean() <= MAX_GREY_CHROMA
     assert 0.01 < (edges > 0).mean() < 0.5  # outlines, not a blank or a full page
     for tool in all_tools(cards):
-        args = sample_args(tool, "image/pic.png", (512, 512), "image/map.png", cards[tool.card].family)
+        condition_map = family_module(cards[tool.card].family).warmup.condition_map
+        args = sample_args(tool, "image/pic.png", (512, 512), "image/map.png", condition_map)
         assert {p.name for p in tool.params if p.required} <= set(args), tool.name
         if cards[tool.card].family == "controlnet":
             assert args["image"] == "image/map.png", tool.name
