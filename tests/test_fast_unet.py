@@ -198,4 +198,4 @@ def test_cli_no_fast_turns_the_fast_path_off():
         args = cli.build_parser().parse_args(
             ["run", "--load", "Text2Image_cpu", "--weights", "tiny", *argv, "hi"]
         )
-        assert cli.orchestrator_from_args(args).fast is expected
+        assert cli.orchestrator_from_args(args).settings.fast is expected
