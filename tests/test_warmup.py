@@ -20,6 +20,7 @@ from served_app import free_port
 from foundation_models import fast_unet
 from orchestrator import cli
 from orchestrator.cards import load_cards, parse_cards
+from orchestrator.cli import warmup as cli_warmup
 from orchestrator.devices import CPU, cuda_device
 from orchestrator.engine import Orchestrator
 from orchestrator.toolbox import all_tools
@@ -232,7 +233,7 @@ def test_a_compile_that_outlasts_the_timeout_exits_1(tmp_path, monkeypatch, caps
     compiler = FakeCompiler(finishes=False)
     orch, calls = fake_orchestrator("cuda:0", tmp_path, compiler)
     monkeypatch.setattr(fast_unet, "background_compiler", lambda: compiler)
-    monkeypatch.setattr(cli, "orchestrator_from_args", lambda args: orch)
+    monkeypatch.setattr(cli_warmup, "orchestrator_from_args", lambda args: orch)
     assert cli.main(["warmup", "--load", "Painter_cuda:0", "--timeout", "5"]) == 1
     captured = capsys.readouterr()
     assert (
