@@ -1,11 +1,26 @@
-"""What a turn yields, step by step: every front end (UI, CLI, API) renders these and nothing else."""
+"""What a turn yields, step by step, and the records they carry: every front end (UI, CLI, API) renders
+these and nothing else."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from .session import ToolCall
+
+@dataclass
+class ToolCall:
+    """One tool call as every front end shows it (and as the session's trace keeps it)."""
+
+    tool: str
+    args: dict[str, Any]
+    output: str = ""  # the observation the brain reads
+    images: list[str] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tool": self.tool, "args": self.args, "output": self.output, "images": self.images,
+                "error": self.error, "seconds": round(self.seconds, 3)}  # fmt: skip
 
 
 @dataclass(frozen=True)
