@@ -22,7 +22,7 @@ from .brain.parsers import new_call_id
 from .brain.prompts import detect_language, message, system_prompt, upload_announcement
 from .calls import refuse, stream
 from .errors import ImageError
-from .events import Event, Notice, ReplyDelta, ToolCall, TurnFinished, TurnResult
+from .events import Event, ImageStored, Notice, ReplyDelta, ToolCall, TurnFinished, TurnResult
 
 if TYPE_CHECKING:
     from .session import Session
@@ -137,6 +137,7 @@ def _uploads(
             lines.append(refused[-1])
             continue
         result.images.append(name)
+        yield ImageStored(name, session.images.lineage(name).source)
         caption = None
         captioner = session.orchestrator.tools.get("image_captioning")
         image_arg = next((p.name for p in captioner.params if p.kind == "image"), None) if captioner else None

@@ -31,6 +31,14 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class ImageStored:
+    """An upload of this turn was stored as ``name`` (a refused one yields none; the reply explains it)."""
+
+    name: str  # the session's image name, e.g. image/1a2b3c4d.png
+    filename: str | None  # the uploaded file's name, None for bytes or a PIL image
+
+
+@dataclass(frozen=True)
 class ToolStarted:
     call_id: str
     tool: str
@@ -75,4 +83,4 @@ class TurnFinished:
     result: TurnResult
 
 
-Event = Notice | ToolStarted | ToolProgress | ToolFinished | ReplyDelta | TurnFinished
+Event = Notice | ImageStored | ToolStarted | ToolProgress | ToolFinished | ReplyDelta | TurnFinished
