@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
-import threading
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import replace
@@ -22,18 +20,9 @@ from .brain import BrainError, LazyBrain, TurnInfo
 from .brain.history import dump, load, trim
 from .brain.parsers import new_call_id
 from .brain.prompts import detect_language, message, system_prompt, upload_announcement
+from .calls import refuse, stream
 from .errors import ImageError
-from .events import (
-    Event,
-    Notice,
-    ReplyDelta,
-    ToolFinished,
-    ToolProgress,
-    ToolStarted,
-    TurnFinished,
-    TurnResult,
-)
-from .session import ToolCall
+from .events import Event, ImageStored, Notice, ReplyDelta, ToolCall, TurnFinished, TurnResult
 
 if TYPE_CHECKING:
     from .session import Session
@@ -121,38 +110,17 @@ def _call(session: Session, call: dict[str, Any], result: TurnResult, deadline: 
     else:
         error = None
     if error:
-        record = ToolCall(
-            name, {"_raw": args} if isinstance(args, str) else dict(args), f"Error: {error}", error=error
-        )
-        session.trace.append(record)
-        yield ToolStarted(call["id"], name, record.args)
+        record = yield from refuse(session, call["id"], name, args, error)
         result.tool_calls.append(record)
-        yield ToolFinished(call["id"], record)
         return record
     return (yield from run_tool(session, call["id"], name, args, result))
 
 
 def run_tool(session: Session, call_id: str, name: str, args: Any, result: TurnResult) -> Steps:
-    """``session.call_tool`` in a worker thread, its progress (loading, steps) streamed as it happens."""
-    yield ToolStarted(call_id, name, dict(args) if isinstance(args, dict) else {"_raw": args})
-    reports: queue.Queue[Any] = queue.Queue()
-    done, records = object(), []
-
-    def work() -> None:
-        try:
-            records.append(session.call_tool(name, args, report=reports.put))
-        finally:
-            reports.put(done)
-
-    threading.Thread(target=work, name=f"tool-{name}", daemon=True).start()
-    while (report := reports.get()) is not done:
-        yield ToolProgress(call_id, name, report.message, report.step, report.total)
-    if not records:
-        raise RuntimeError(f"tool {name} did not return")
-    record = records[0]
+    """One tool call of this turn, its progress streamed (``calls.stream``); its images count as the turn's."""
+    record: ToolCall = yield from stream(session, call_id, name, args)
     result.tool_calls.append(record)
     result.images.extend(record.images)
-    yield ToolFinished(call_id, record)
     return record
 
 
@@ -169,6 +137,7 @@ def _uploads(
             lines.append(refused[-1])
             continue
         result.images.append(name)
+        yield ImageStored(name, session.images.lineage(name).source)
         caption = None
         captioner = session.orchestrator.tools.get("image_captioning")
         image_arg = next((p.name for p in captioner.params if p.kind == "image"), None) if captioner else None

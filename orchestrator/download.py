@@ -220,10 +220,18 @@ class CardStatus:
         return sum(c.size_bytes for c in self.checkpoints)
 
 
+def hub_cache() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE).expanduser()
+
+
+def storage_folder(repo_id: str, cache: Path | None = None) -> Path:
+    return (cache or hub_cache()) / f"models--{repo_id.replace('/', '--')}"
+
+
 def hf_snapshot(repo_id: str) -> Path | None:
     """The HF cache's snapshot folder of ``repo_id`` (its ``main`` ref, else the newest), if any."""
-    from .fetch import storage_folder
-
     storage = storage_folder(repo_id)
     ref = storage / "refs" / "main"
     if ref.is_file() and (storage / "snapshots" / ref.read_text().strip()).is_dir():
@@ -276,3 +284,15 @@ def dir_size(root: Path) -> int:
         for p in root.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
+
+
+def count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
+def human(n: int) -> str:
+    """Bytes as people read them (the weights report, the download summary, the app's models panel)."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}" if unit == "GB" else f"{n / size:.0f} {unit}"
+    return f"{n} B"

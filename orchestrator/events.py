@@ -1,11 +1,26 @@
-"""What a turn yields, step by step: every front end (UI, CLI, API) renders these and nothing else."""
+"""What a turn yields, step by step, and the records they carry: every front end (UI, CLI, API) renders
+these and nothing else."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from .session import ToolCall
+
+@dataclass
+class ToolCall:
+    """One tool call as every front end shows it (and as the session's trace keeps it)."""
+
+    tool: str
+    args: dict[str, Any]
+    output: str = ""  # the observation the brain reads
+    images: list[str] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"tool": self.tool, "args": self.args, "output": self.output, "images": self.images,
+                "error": self.error, "seconds": round(self.seconds, 3)}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -13,6 +28,14 @@ class Notice:
     """Something the user should know once (e.g. "no LLM configured: using the rules brain")."""
 
     text: str
+
+
+@dataclass(frozen=True)
+class ImageStored:
+    """An upload of this turn was stored as ``name`` (a refused one yields none; the reply explains it)."""
+
+    name: str  # the session's image name, e.g. image/1a2b3c4d.png
+    filename: str | None  # the uploaded file's name, None for bytes or a PIL image
 
 
 @dataclass(frozen=True)
@@ -60,4 +83,4 @@ class TurnFinished:
     result: TurnResult
 
 
-Event = Notice | ToolStarted | ToolProgress | ToolFinished | ReplyDelta | TurnFinished
+Event = Notice | ImageStored | ToolStarted | ToolProgress | ToolFinished | ReplyDelta | TurnFinished

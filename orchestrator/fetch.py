@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from .download import Need, select_files
+from .download import Need, select_files, storage_folder
 
 log = logging.getLogger(__name__)
 RETRIES = 3  # a dropped connection resumes in the same call this many times
@@ -87,16 +87,6 @@ def hub_endpoint() -> str:
     from huggingface_hub import constants
 
     return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
-
-
-def hub_cache() -> Path:
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE).expanduser()
-
-
-def storage_folder(repo_id: str, cache: Path | None = None) -> Path:
-    return (cache or hub_cache()) / f"models--{repo_id.replace('/', '--')}"
 
 
 def plan(need: Need, model_dir: Path | None = None) -> RepoPlan:

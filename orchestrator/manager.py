@@ -227,7 +227,9 @@ class ModelManager:
                 with building_models():
                     load_component = self._family(group.family).load_component
                     if load_component is None:
-                        raise TypeError(f"the {group.family} family declares no load_component for {group.name}")
+                        raise TypeError(
+                            f"the {group.family} family declares no load_component for {group.name}"
+                        )
                     entry.obj = load_component(self._context(None, entry.device, group), group, comp)
             except BaseException:
                 entry.state = NOT_LOADED

@@ -11,7 +11,7 @@ from langchain_core.messages import AIMessage, ToolMessage
 from PIL import Image
 
 from orchestrator import Orchestrator
-from orchestrator.events import ToolFinished, ToolStarted
+from orchestrator.events import ImageStored, ToolFinished, ToolStarted
 
 
 class ScriptedBrain:
@@ -78,6 +78,24 @@ def test_tool_results_reach_the_brain_and_history_keeps_the_whole_turn(make):
     assert isinstance(last, ToolMessage) and last.tool_call_id == started.call_id
     assert [m["type"] for m in session.history] == ["human", "ai", "tool", "ai"]
     assert session.history[-1]["data"]["content"] == events[-1].result.reply
+
+
+def test_each_stored_upload_is_an_event_with_its_name_and_a_refused_one_is_none(make, tmp_path):
+    brain = ScriptedBrain(lambda m, t: AIMessage(f"I see {', '.join(t.uploads)}"))
+    _, session = make(brain)
+    photo, broken = tmp_path / "photo.png", tmp_path / "broken.png"
+    Image.new("RGB", (64, 64), "red").save(photo)
+    broken.write_bytes(b"not an image")
+    events = list(session.stream("look", images=[broken, photo, photo.read_bytes()]))
+    stored = [e for e in events if isinstance(e, ImageStored)]
+    result = events[-1].result
+    assert [e.filename for e in stored] == ["photo.png", None]  # bytes have no file name
+    assert [e.name for e in stored] == result.images
+    assert all(name in session.images.names() for name in result.images)
+    assert events.index(stored[-1]) < len(events) - 2  # before the reply and the end of the turn
+    assert "'broken.png' is not an image" in result.reply and result.reply.endswith(
+        f"I see {', '.join(result.images)}"
+    )
 
 
 def test_two_threads_on_one_session_take_turns(make):

@@ -9,7 +9,8 @@ from PIL import Image
 
 from orchestrator.cards import default_cards_path, parse_cards
 from orchestrator.engine import Orchestrator
-from orchestrator.session import Session, ToolCall
+from orchestrator.events import ToolCall
+from orchestrator.session import Session
 from orchestrator.tools import Progress
 
 CONTROLNET_OF = {

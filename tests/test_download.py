@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from fake_hub import ANNOTATORS, DECOYS, SD15, FakeHub, hub_environment, hub_repo
 
-from orchestrator import cli_weights
 from orchestrator.cards import load_cards
+from orchestrator.cli import weights as cli_weights
 from orchestrator.download import readiness
 from orchestrator.engine import Orchestrator
 from orchestrator.weights import WeightResolver
@@ -33,7 +33,7 @@ SD_SELECTED = {
     "tokenizer/vocab.json",
 }  # fmt: skip
 CLI = (
-    "import argparse, sys; from orchestrator.cli_weights import add_weights_parsers, weights_command; "
+    "import argparse, sys; from orchestrator.cli.weights import add_weights_parsers, weights_command; "
     "p = argparse.ArgumentParser(); add_weights_parsers(p.add_subparsers(dest='command')); "
     "sys.exit(weights_command(p.parse_args(sys.argv[1:])))"
 )

@@ -9,8 +9,10 @@ import pytest
 pytest.importorskip("gradio")
 
 from orchestrator.events import (  # noqa: E402
+    ImageStored,
     Notice,
     ReplyDelta,
+    ToolCall,
     ToolFinished,
     ToolProgress,
     ToolStarted,
@@ -18,11 +20,10 @@ from orchestrator.events import (  # noqa: E402
     TurnResult,
 )
 from orchestrator.manager import ModelStatus  # noqa: E402
-from orchestrator.session import ToolCall  # noqa: E402
 from orchestrator.ui.app import examples_for, turn_concurrency  # noqa: E402
 from orchestrator.ui.i18n import Strings, language_choices  # noqa: E402
 from orchestrator.ui.panel import models_html  # noqa: E402
-from orchestrator.ui.render import TurnView, progress_bar, user_message  # noqa: E402
+from orchestrator.ui.render import TurnView, pair_uploads, progress_bar, user_message  # noqa: E402
 
 EDGES = "image/0000beef.png"
 
@@ -169,3 +170,14 @@ def test_models_panel_says_which_hub_weights_are_on_disk(tmp_path):
     captioning = html[html.index('data-card="ImageCaptioning"') :]
     assert "weights on disk (" in text2image
     assert "weights not downloaded: python -m orchestrator download --load ImageCaptioning_cpu" in captioning
+
+
+def test_the_user_bubble_pairs_each_file_sent_with_its_stored_image_and_strikes_the_refused():
+    files = ["/tmp/a/cat.png", "/tmp/b/notes.txt", "/tmp/c/cat.png"]  # two files may share a name
+    stored = [ImageStored("image/00000001.png", "cat.png"), ImageStored("image/00000002.png", "cat.png")]
+    accepted, refused = pair_uploads(files, stored, lambda name: f"/sessions/s1/{name}")
+    assert accepted == [
+        ("image/00000001.png", "/sessions/s1/image/00000001.png"),
+        ("image/00000002.png", "/sessions/s1/image/00000002.png"),
+    ]
+    assert refused == ["notes.txt"]

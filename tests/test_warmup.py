@@ -21,6 +21,7 @@ from foundation_models import fast_unet
 from foundation_models.family import Family, family_module
 from orchestrator import cli
 from orchestrator.cards import load_cards, parse_cards
+from orchestrator.cli import warmup as cli_warmup
 from orchestrator.devices import CPU, cuda_device
 from orchestrator.engine import Orchestrator
 from orchestrator.settings import Settings
@@ -240,7 +241,7 @@ def test_a_compile_that_outlasts_the_timeout_exits_1(tmp_path, monkeypatch, caps
     compiler = FakeCompiler(finishes=False)
     orch, calls = fake_orchestrator("cuda:0", tmp_path, compiler)
     monkeypatch.setattr(fast_unet, "background_compiler", lambda: compiler)
-    monkeypatch.setattr(cli, "orchestrator_from_args", lambda args: orch)
+    monkeypatch.setattr(cli_warmup, "orchestrator_from_args", lambda args: orch)
     assert cli.main(["warmup", "--load", "Painter_cuda:0", "--timeout", "5"]) == 1
     captured = capsys.readouterr()
     assert (

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..devices import Device
-from . import BrainConfig
+from .base import BrainConfig
 
 log = logging.getLogger(__name__)
 

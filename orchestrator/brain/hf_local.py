@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
 
-from . import BrainConfig, BrainError, TurnInfo
+from .base import BrainConfig, BrainError, TurnInfo
 from .openai_chat import tool_specs
 from .parsers import parse_tool_calls
 from .react import parse_react, react_messages

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, BaseMessage
 
-from . import BrainConfig, BrainError, TurnInfo
+from .base import BrainConfig, BrainError, TurnInfo
 from .parsers import make_message, parse_tool_calls, strip_thinking
 from .react import STOP, parse_react, react_messages
 

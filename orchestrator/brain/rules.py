@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.messages.tool import tool_call
 
-from . import TurnInfo
+from .base import TurnInfo
 from .parsers import new_call_id
 from .prompts import load_yaml, message
 

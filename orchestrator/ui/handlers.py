@@ -1,8 +1,8 @@
 """What each Gradio event does: find the tab's session, hand it the turn, render what comes back.
 
 These are thin: a turn and its uploads go to ``Session.stream`` (the browser) or ``Session.chat`` (the
-API), which store the uploads, explain a refused one in the reply and go on; events become chat
-messages through ``render.TurnView``.
+API), which store the uploads (an ImageStored event each), explain a refused one in the reply and go on;
+events become chat messages through ``render.TurnView``.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from ..events import ReplyDelta, TurnFinished
+from ..events import ImageStored, ReplyDelta, TurnFinished
 from .i18n import Strings
 from .panel import models_html
-from .render import TurnView, match_uploads, user_message
+from .render import TurnView, pair_uploads, user_message
 from .sessions import SessionPool
 
 if TYPE_CHECKING:
@@ -55,23 +55,23 @@ class Handlers:
     def _turn(
         self, session: Session, text: str, files: list[str], history: list[Any], strings: Strings
     ) -> Iterator[tuple[Any, Any, Any]]:
-        before = set(session.images.names())
         user = user_message(text, [(Path(f).name, f) for f in files])
         history.append(user)
         yield history, gr.MultimodalTextbox(value=None, interactive=False), gr.skip()
         view = TurnView(strings, lambda name: str(session.images.path(name)))
+        stored: list[ImageStored] = []
         pending = bool(files)  # the bubble shows the files as sent until the session has stored them
         try:
             for event in session.stream(text, images=files, language=strings.language):
                 rebuilt = False
-                if pending:
-                    stored = [session.images.lineage(n) for n in session.images.names() if n not in before]
-                    uploads = [record for record in stored if record.tool == "upload"]
-                    if len(uploads) == len(files) or isinstance(event, TurnFinished):
-                        accepted, refused = match_uploads(files, uploads, session.images.path)
-                        history[-1] = user_message(text, accepted, refused)
-                        view.shown.update(name for name, _ in accepted)
-                        pending, rebuilt = False, True
+                if isinstance(event, ImageStored):
+                    stored.append(event)
+                # a refused upload yields no event, so a turn with one is known only at its end
+                if pending and (len(stored) == len(files) or isinstance(event, TurnFinished)):
+                    accepted, refused = pair_uploads(files, stored, session.images.path)
+                    history[-1] = user_message(text, accepted, refused)
+                    view.shown.update(name for name, _ in accepted)
+                    pending, rebuilt = False, True
                 if view.apply(event) or rebuilt:
                     panel = gr.skip() if isinstance(event, ReplyDelta) else self.panel(strings)
                     yield [*history, *view.messages], gr.skip(), panel

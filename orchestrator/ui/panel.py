@@ -62,8 +62,7 @@ def weights_lines(orchestrator: Orchestrator, cards: list[str], strings: Strings
     """For cards not loaded yet, with hub weights: are their checkpoints on disk (``weights`` command's answer)."""
     if orchestrator.weights != "hub" or not cards:
         return {}
-    from ..cli_weights import human
-    from ..download import readiness
+    from ..download import human, readiness
 
     out = {}
     for status in readiness(orchestrator.cards, cards, orchestrator.resolver.model_dir):

@@ -16,8 +16,16 @@ from typing import Any
 
 import gradio as gr
 
-from ..events import Event, Notice, ReplyDelta, ToolFinished, ToolProgress, ToolStarted, TurnFinished
-from ..images import Lineage
+from ..events import (
+    Event,
+    ImageStored,
+    Notice,
+    ReplyDelta,
+    ToolFinished,
+    ToolProgress,
+    ToolStarted,
+    TurnFinished,
+)
 from .i18n import Strings
 
 BAR_WIDTH = 12
@@ -41,17 +49,17 @@ def user_message(text: str, images: list[tuple[str, str]], refused: list[str] = 
     return gr.ChatMessage(role="user", content=content)
 
 
-def match_uploads(
-    files: list[str], stored: list[Lineage], path_of: Callable[[str], Any]
+def pair_uploads(
+    files: list[str], stored: list[ImageStored], path_of: Callable[[str], Any]
 ) -> tuple[list[tuple[str, str]], list[str]]:
-    """Pair the files sent with the uploads the session stored (by file name, in order).
+    """Pair the files sent with the turn's ImageStored events (by file name, in order; two files may share one).
 
     Returns ([(image name, stored path)], [names of the files that were refused]).
     """
     left = list(stored)
     accepted, refused = [], []
     for file in files:
-        match = next((record for record in left if record.source == Path(file).name), None)
+        match = next((event for event in left if event.filename == Path(file).name), None)
         if match is None:
             refused.append(Path(file).name)
             continue

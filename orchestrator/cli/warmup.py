@@ -22,17 +22,16 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from .errors import OrchestratorError, SpecError
+from ..errors import OrchestratorError, SpecError
+from .common import add_common_arguments, fail, orchestrator_from_args, table
 
 if TYPE_CHECKING:
-    from .warmup import WarmupReport
+    from ..warmup import WarmupReport
 
 ERROR_WIDTH = 60  # the table's error column; whole messages go to stderr after the table
 
 
 def add_warmup_parser(subparsers: Any) -> argparse.ArgumentParser:
-    from .cli import add_common_arguments
-
     parser = subparsers.add_parser("warmup", help="load and call every tool ahead of serving; fill the "
                                    "torch.compile cache on CUDA", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -44,25 +43,26 @@ def add_warmup_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="how long to wait for the background compile (default 900); longer: exit 1")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     # warmup chats with nobody: the rules brain keeps orchestrator_from_args from looking for an LLM
-    parser.set_defaults(brain="rules", model=None, quant=None, trust_remote_code=False)
+    parser.set_defaults(
+        brain="rules", model=None, quant=None, trust_remote_code=False, handler=warmup_command
+    )
     return parser
 
 
 def warmup_command(args: argparse.Namespace) -> int:
-    from .cli import orchestrator_from_args
-    from .warmup import warm_up
+    from ..warmup import warm_up
 
     if args.timeout <= 0:
-        return _fail(2, f"--timeout must be a positive number of seconds, got {args.timeout:g}.")
+        return fail(2, f"--timeout must be a positive number of seconds, got {args.timeout:g}.")
     names = [name.strip() for name in (args.tools or "").split(",") if name.strip()]
     try:
         report = warm_up(orchestrator_from_args(args), names or None, args.timeout, report=_progress)
     except SpecError as exc:
-        return _fail(2, str(exc))
+        return fail(2, str(exc))
     except OrchestratorError as exc:
-        return _fail(1, str(exc))
+        return fail(1, str(exc))
     except KeyboardInterrupt:
-        return _fail(1, "interrupted.")
+        return fail(1, "interrupted.")
     if args.json:
         print(json.dumps(report.as_dict(), indent=1, ensure_ascii=False))
     else:
@@ -76,8 +76,6 @@ def warmup_command(args: argparse.Namespace) -> int:
 
 
 def format_report(report: WarmupReport) -> str:
-    from .cli import _table
-
     rows = [("tool", "card", "device", "first call s", "ready call s", "error")]
     for row in report.rows:
         error = row.error or "-"
@@ -85,7 +83,7 @@ def format_report(report: WarmupReport) -> str:
             error = error[: ERROR_WIDTH - 1] + "…"
         rows.append((row.tool, row.card, row.device, _seconds(row.first_seconds), _seconds(row.ready_seconds),
                      error))  # fmt: skip
-    lines = _table(rows)
+    lines = table(rows)
     lines.append("")
     lines.append(report.note)
     failed = sum(1 for row in report.rows if row.error)
@@ -100,8 +98,3 @@ def _seconds(value: float | None) -> str:
 
 def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-def _fail(code: int, text: str) -> int:
-    print(f"error: {text}", file=sys.stderr)
-    return code

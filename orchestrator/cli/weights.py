@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .cards import CardSet, load_cards
-from .download import CardStatus, readiness, spec_needs
-from .errors import SpecError
+from ..cards import CardSet, load_cards
+from ..download import CardStatus, count, hub_cache, human, readiness, spec_needs
+from ..errors import SpecError
 
 if TYPE_CHECKING:
-    from .fetch import RepoPlan
+    from ..fetch import RepoPlan
 
 DEFAULT_LOAD = "ImageCaptioning_auto,Text2Image_auto"
 LOAD_HELP = "the cards whose weights to check, as for the app (Name_device,...), or 'all' for every card"
@@ -35,12 +35,14 @@ def add_weights_parsers(subparsers: argparse._SubParsersAction) -> None:
         "--model-dir", metavar="DIR", help="download into DIR/org/name instead of the HF cache"
     )
     download.add_argument("--dry-run", action="store_true", help="show what would be fetched, fetch nothing")
+    download.set_defaults(handler=weights_command)
     weights = subparsers.add_parser(
         "weights", help="which --load cards are ready offline, from where, their size"
     )
     weights.add_argument("--load", default=DEFAULT_LOAD, help=LOAD_HELP)
     weights.add_argument("--model-dir", metavar="DIR", help="look in DIR/org/name before the HF cache")
     weights.add_argument("--json", action="store_true", help="one JSON list of cards and their checkpoints")
+    weights.set_defaults(handler=weights_command)
 
 
 def weights_command(args: argparse.Namespace) -> int:
@@ -62,7 +64,7 @@ def weights_command(args: argparse.Namespace) -> int:
 
 
 def card_names(spec: str, cards: CardSet) -> list[str]:
-    from .spec import parse_load_spec
+    from ..spec import parse_load_spec
 
     if spec.strip().lower() == "all":
         return cards.names()
@@ -70,8 +72,6 @@ def card_names(spec: str, cards: CardSet) -> list[str]:
 
 
 def download(cards: CardSet, names: list[str], model_dir: Path | None, dry_run: bool = False) -> int:
-    from .fetch import hub_cache
-
     print(f"Weights for {', '.join(names)} (a checkpoint shared by several cards is fetched once):")
     plans, failed = _plans(cards, names, model_dir)
     todo = sum(r.download_bytes for r in plans)
@@ -100,7 +100,7 @@ def download(cards: CardSet, names: list[str], model_dir: Path | None, dry_run: 
 
 def _plans(cards: CardSet, names: list[str], model_dir: Path | None) -> tuple[list[RepoPlan], list[str]]:
     """One plan per repository (a hub request each); a repository that cannot be listed is reported."""
-    from .fetch import plan
+    from ..fetch import plan
 
     plans: list[RepoPlan] = []
     failed: list[str] = []
@@ -120,7 +120,7 @@ def _plans(cards: CardSet, names: list[str], model_dir: Path | None) -> tuple[li
 
 
 def _fetch_all(plans: list[RepoPlan]) -> list[str]:
-    from .fetch import execute
+    from ..fetch import execute
 
     failed = []
     for repo in plans:
@@ -170,17 +170,6 @@ def status_as_dict(status: CardStatus) -> dict:
         "size_bytes": status.size_bytes,
         "checkpoints": checkpoints,
     }
-
-
-def count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' * (n != 1)}"
-
-
-def human(n: int) -> str:
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if n >= size:
-            return f"{n / size:.2f} {unit}" if unit == "GB" else f"{n / size:.0f} {unit}"
-    return f"{n} B"
 
 
 def _bars(repo_id: str):

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .brain import BrainError
-from .errors import OrchestratorError, SpecError
-from .events import (
+from ..brain import BrainError
+from ..errors import OrchestratorError, SpecError
+from ..events import (
     Event,
     Notice,
     ReplyDelta,
@@ -27,13 +27,12 @@ from .events import (
     TurnFinished,
     TurnResult,
 )
+from .common import add_brain_arguments, add_common_arguments, fail, orchestrator_from_args
 
 log = logging.getLogger(__name__)
 
 
 def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
-    from .cli import add_brain_arguments, add_common_arguments
-
     parser = subparsers.add_parser("run", help="chat from the command line: one turn per MESSAGE",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("message", nargs="+", metavar="MESSAGE", help="one user turn each, in order")
@@ -48,18 +47,16 @@ def add_run_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from .cli import orchestrator_from_args
-
     for path in args.image:
         if not Path(path).is_file():
-            return _fail(2, f"--image {path}: there is no such file.")
+            return fail(2, f"--image {path}: there is no such file.")
     try:
         orchestrator = orchestrator_from_args(args)
         session = orchestrator.new_session(args.session_dir)
     except (SpecError, BrainError) as exc:
-        return _fail(2, str(exc))
+        return fail(2, str(exc))
     except OrchestratorError as exc:
-        return _fail(1, str(exc))
+        return fail(1, str(exc))
     results: list[TurnResult] = []
     try:
         for index, message in enumerate(args.message):
@@ -74,7 +71,7 @@ def run_command(args: argparse.Namespace) -> int:
                 elif isinstance(event, Notice):
                     print(f"note: {event.text}", file=sys.stderr)
     except KeyboardInterrupt:
-        return _fail(1, "interrupted.")
+        return fail(1, "interrupted.")
     if args.json:
         print(json.dumps(_as_json(results, session.folder), ensure_ascii=False, indent=1))
     return 1 if any(r.error for r in results) else 0
@@ -124,8 +121,3 @@ def _print_event(event: Event, folder: Path) -> None:
 
 def _out(text: str) -> None:
     print(text, flush=True)
-
-
-def _fail(code: int, text: str) -> int:
-    print(f"error: {text}", file=sys.stderr)
-    return code

@@ -1,0 +1,80 @@
+"""What the commands share: the load and brain flags, the Orchestrator they describe, tables, error lines."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..settings import Settings
+
+if TYPE_CHECKING:
+    from ..engine import Orchestrator
+
+ALL_CARDS_HINT = "comma-separated Name_device items, e.g. ImageCaptioning_cuda:0,Text2Image_cuda:0"
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, load_required: bool = False) -> None:
+    parser.add_argument("--load", required=load_required, default=None if load_required else
+                        "ImageCaptioning_auto,Text2Image_auto", help=ALL_CARDS_HINT)  # fmt: skip
+    parser.add_argument("--max-vram", action="append", metavar="DEVICE=SIZE",
+                        help="memory budget per device, e.g. cuda:0=8GiB (models take turns, LRU)")  # fmt: skip
+    parser.add_argument("--weights", choices=["hub", "tiny"], default="hub",
+                        help="hub: real checkpoints (HF cache, hub or --model-dir); tiny: built locally, noise")  # fmt: skip
+    parser.add_argument("--model-dir", metavar="DIR", help="local checkpoints laid out as DIR/org/name")
+    parser.add_argument("--no-fast", dest="fast", action="store_false",
+                        help="no CUDA-graph replay in the diffusion tools (eager, as diffusers runs them)")  # fmt: skip
+    parser.add_argument("--no-compile", dest="compile", action="store_false",
+                        help="CUDA graphs of the eager forward only: no torch.compile in the background")  # fmt: skip
+    parser.add_argument("--no-compile-helper", dest="compile_helper", action="store_false",
+                        help="compile in the serving process, not first in a helper process")  # fmt: skip
+    parser.add_argument("--int8-weights", action="store_true",
+                        help="store UNet and ControlNet weights as int8 (per-channel scales, fp16 compute): "
+                             "about half their VRAM; images differ slightly")  # fmt: skip
+
+
+def add_brain_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--brain", default=None, metavar="BRAIN",
+                        help="openai | rules | hf:<model id or folder> (default: openai when OPENAI_API_KEY or "
+                             "OPENAI_BASE_URL is set, else rules)")  # fmt: skip
+    parser.add_argument("--model", default=None, metavar="NAME", help="the openai brain's model name")
+    parser.add_argument(
+        "--quant", choices=("int8", "int4"), help="quantize an hf: brain (bitsandbytes, CUDA)"
+    )
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="let an hf: brain run its repository's code"
+    )
+    parser.add_argument("--session-dir", metavar="DIR", help="where sessions keep their images")
+
+
+def orchestrator_from_args(args: argparse.Namespace, session_root: str | None = None) -> Orchestrator:
+    """The Orchestrator the common and brain flags describe (nothing loads yet)."""
+    from ..engine import Orchestrator
+
+    return Orchestrator(args.load, settings=settings_from_args(args, session_root), max_vram=args.max_vram,
+                        brain=args.brain, brain_options={"model": args.model, "quant": args.quant,
+                                                         "trust_remote_code": args.trust_remote_code})  # fmt: skip
+
+
+def settings_from_args(args: argparse.Namespace, session_root: str | Path | None = None) -> Settings:
+    """The run's settings: the environment, then these flags (a flag that was not given leaves it)."""
+    switched_off = {
+        name: False for name in ("fast", "compile", "compile_helper") if getattr(args, name, True) is False
+    }
+    return Settings.from_env(weights=args.weights, model_dir=args.model_dir, session_root=session_root,
+                             int8_weights=getattr(args, "int8_weights", False) or None, **switched_off)  # fmt: skip
+
+
+def table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Left-aligned columns under a dashed rule; the first row is the header."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return out
+
+
+def fail(code: int, text: str) -> int:
+    """Say what went wrong on stderr; returns the exit code to give."""
+    print(f"error: {text}", file=sys.stderr)
+    return code

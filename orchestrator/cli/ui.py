@@ -1,0 +1,69 @@
+"""``visual-orchestrator ui`` (and gradio_app.py): the app's flags, and serving it until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ..errors import SpecError
+from .common import add_brain_arguments, add_common_arguments, orchestrator_from_args
+
+
+def add_ui_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("ui", help="start the Gradio app (same as gradio_app.py)")
+    add_ui_arguments(parser)
+    parser.set_defaults(handler=launch_from_args)
+    return parser
+
+
+def add_ui_arguments(parser: argparse.ArgumentParser) -> None:
+    """The app's flags: what to load, which brain, and where to serve."""
+    add_common_arguments(parser)
+    add_brain_arguments(parser)
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)"
+    )
+    parser.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
+    parser.add_argument(
+        "--auth", action="append", metavar="USER:PASSWORD", help="require a login (repeatable)"
+    )
+    parser.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
+    parser.add_argument("--concurrency", type=int, default=1, metavar="N",
+                        help="turns that may run at once per device the models use (default 1)")  # fmt: skip
+    parser.add_argument("--warmup", action="store_true",
+                        help="load and call every tool in the background as the app starts serving, so the first users "
+                             "find the models loaded and, on CUDA, compiled (see the warmup command)")  # fmt: skip
+
+
+def parse_auth(values: list[str] | None) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values or []:
+        user, sep, password = value.partition(":")
+        if not sep or not user or not password:
+            raise SpecError(f"--auth '{value}' must look like user:password.")
+        pairs.append((user, password))
+    return pairs
+
+
+def launch_from_args(args: argparse.Namespace) -> int:
+    """Build the orchestrator (nothing loads yet), build the app and serve until stopped. An exit code.
+
+    A bad spec or --auth raises SpecError (exit 2 in orchestrator.cli.main)."""
+    from ..ui import build_app, launch
+
+    auth = parse_auth(args.auth)
+    orchestrator = orchestrator_from_args(args, session_root=args.session_dir)
+    demo = build_app(orchestrator, per_device_concurrency=args.concurrency)
+    if args.warmup:
+        from ..warmup import warm_up_in_background
+
+        warm_up_in_background(orchestrator)
+    try:
+        launch(demo, orchestrator, host=args.host, port=args.port, auth=auth, share=args.share)
+    except OSError as exc:  # the port is taken, or the address cannot be bound
+        print(
+            f"error: cannot serve on {args.host}:{args.port} ({exc}); choose another --port.", file=sys.stderr
+        )
+        return 1
+    return 0
