@@ -49,24 +49,18 @@ def load_all(root: Path, names: list[str], device: str, dtype: Any) -> Baseline:
 
 
 def _loaders(root: Path, device: str, dtype: Any) -> dict[str, Callable[[], Any]]:
-    import torch
+    return {**_diffusers_loaders(root, device, dtype), **_transformers_loaders(root, device, dtype),
+            **_detector_loaders(root)}  # fmt: skip
+
+
+def _diffusers_loaders(root: Path, device: str, dtype: Any) -> dict[str, Callable[[], Any]]:
+    """Each SD pipeline with its own SD1.5 copy; each ControlNet pipeline too."""
     from diffusers import (
         ControlNetModel,
         StableDiffusionControlNetPipeline,
         StableDiffusionInpaintPipeline,
         StableDiffusionInstructPix2PixPipeline,
         StableDiffusionPipeline,
-    )
-    from transformers import (
-        AutoModelForZeroShotObjectDetection,
-        AutoProcessor,
-        BlipForConditionalGeneration,
-        BlipForQuestionAnswering,
-        BlipProcessor,
-        SamModel,
-        SamProcessor,
-        UperNetForSemanticSegmentation,
-        pipeline,
     )
 
     no_checker = {"safety_checker": None, "requires_safety_checker": False}
@@ -82,51 +76,65 @@ def _loaders(root: Path, device: str, dtype: Any) -> dict[str, Callable[[], Any]
         )
         return sd(StableDiffusionControlNetPipeline, SD15, controlnet=net)
 
+    loaders: dict[str, Callable[[], Any]] = {
+        "Text2Image": lambda: sd(StableDiffusionPipeline, SD15),
+        "Inpainting": lambda: sd(StableDiffusionInpaintPipeline, INPAINTING),
+        "InstructPix2Pix": lambda: sd(StableDiffusionInstructPix2PixPipeline, PIX2PIX),
+    }
+    for name, condition in CONTROLNETS.items():
+        loaders[name] = lambda condition=condition: controlnet(condition)
+    return loaders
+
+
+def _transformers_loaders(root: Path, device: str, dtype: Any) -> dict[str, Callable[[], Any]]:
+    """BLIP, GroundingDINO and SAM on the tool's device; UperNet and DPT on the CPU, as TaskMatrix has them."""
+    import torch
+    from transformers import (
+        AutoModelForZeroShotObjectDetection,
+        AutoProcessor,
+        BlipForConditionalGeneration,
+        BlipForQuestionAnswering,
+        BlipProcessor,
+        SamModel,
+        SamProcessor,
+        UperNetForSemanticSegmentation,
+        pipeline,
+    )
+
     def hf(
         model_cls: Any, processor_cls: Any, repo: str, model_dtype: Any = dtype, where: str = device
     ) -> Any:
         model = model_cls.from_pretrained(root / repo, dtype=model_dtype).to(where).eval()
         return processor_cls.from_pretrained(root / repo), model
 
-    annotators = root / ANNOTATORS
-    loaders: dict[str, Callable[[], Any]] = {
-        "Text2Image": lambda: sd(StableDiffusionPipeline, SD15),
-        "Inpainting": lambda: sd(StableDiffusionInpaintPipeline, INPAINTING),
-        "InstructPix2Pix": lambda: sd(StableDiffusionInstructPix2PixPipeline, PIX2PIX),
-        "ImageCaptioning": lambda: hf(
-            BlipForConditionalGeneration, BlipProcessor, "Salesforce/blip-image-captioning-base"
-        ),  # fmt: skip
-        "VisualQuestionAnswering": lambda: hf(
-            BlipForQuestionAnswering, BlipProcessor, "Salesforce/blip-vqa-base"
-        ),
-        "Text2Box": lambda: hf(
-            AutoModelForZeroShotObjectDetection,
-            AutoProcessor,
-            "IDEA-Research/grounding-dino-tiny",
-            torch.float32,
-        ),  # fmt: skip
+    depth = lambda: pipeline("depth-estimation", model=str(root / "Intel/dpt-hybrid-midas"))  # noqa: E731
+    return {
+        "ImageCaptioning": lambda: hf(BlipForConditionalGeneration, BlipProcessor,
+                                      "Salesforce/blip-image-captioning-base"),
+        "VisualQuestionAnswering": lambda: hf(BlipForQuestionAnswering, BlipProcessor, "Salesforce/blip-vqa-base"),
+        "Text2Box": lambda: hf(AutoModelForZeroShotObjectDetection, AutoProcessor, "IDEA-Research/grounding-dino-tiny",
+                               torch.float32),
         "Segmenting": lambda: hf(SamModel, SamProcessor, "facebook/sam-vit-base"),
-        "Image2Seg": lambda: hf(
-            UperNetForSemanticSegmentation,
-            AutoProcessor,
-            "openmmlab/upernet-convnext-small",
-            torch.float32,
-            "cpu",
-        ),  # fmt: skip
-        "Image2Depth": lambda: pipeline("depth-estimation", model=str(root / "Intel/dpt-hybrid-midas")),
-        "Image2Normal": lambda: pipeline("depth-estimation", model=str(root / "Intel/dpt-hybrid-midas")),
-        "Image2Hed": lambda: _aux("hed").HEDdetector.from_pretrained(
-            str(annotators), filename="ControlNetHED.pth"
-        ),
-        "Image2Scribble": lambda: _aux("hed").HEDdetector.from_pretrained(
-            str(annotators), filename="ControlNetHED.pth"
-        ),  # fmt: skip
+        "Image2Seg": lambda: hf(UperNetForSemanticSegmentation, AutoProcessor, "openmmlab/upernet-convnext-small",
+                                torch.float32, "cpu"),
+        "Image2Depth": depth,
+        "Image2Normal": depth,
+    }  # fmt: skip
+
+
+def _detector_loaders(root: Path) -> dict[str, Callable[[], Any]]:
+    """controlnet_aux's annotators, on the CPU."""
+    annotators = root / ANNOTATORS
+
+    def hed() -> Any:
+        return _aux("hed").HEDdetector.from_pretrained(str(annotators), filename="ControlNetHED.pth")
+
+    return {
+        "Image2Hed": hed,
+        "Image2Scribble": hed,
         "Image2Line": lambda: _mlsd(annotators / "mlsd_large_512_fp32.pth"),
         "Image2Pose": lambda: _aux("open_pose").Body(str(annotators / "body_pose_model.pth")),
     }
-    for name, condition in CONTROLNETS.items():
-        loaders[name] = lambda condition=condition: controlnet(condition)
-    return loaders
 
 
 def _aux(module: str) -> Any:
@@ -152,15 +160,17 @@ def text2image(pipe: Any, prompt: str, negative: str, steps: int, seed: int, siz
                 width=size, generator=_generator(seed), **kw).images[0]  # fmt: skip
 
 
-def controlnet(pipe: Any, condition: Any, prompt: str, negative: str, steps: int, seed: int) -> Any:
+def controlnet(
+    pipe: Any, condition: Any, prompt: str, negative: str, steps: int, seed: int, **kw: Any
+) -> Any:
     width, height = condition.size
     return pipe(prompt, condition, negative_prompt=negative, num_inference_steps=steps, guidance_scale=7.5,
-                width=width, height=height, generator=_generator(seed)).images[0]  # fmt: skip
+                width=width, height=height, generator=_generator(seed), **kw).images[0]  # fmt: skip
 
 
-def pix2pix(pipe: Any, image: Any, instruction: str, steps: int, seed: int) -> Any:
+def pix2pix(pipe: Any, image: Any, instruction: str, steps: int, seed: int, **kw: Any) -> Any:
     return pipe(instruction, image=image, num_inference_steps=steps, guidance_scale=7.5, image_guidance_scale=1.2,
-                generator=_generator(seed)).images[0]  # fmt: skip
+                generator=_generator(seed), **kw).images[0]  # fmt: skip
 
 
 def blip(tool: Any, image: Any, question: str | None, max_new_tokens: int) -> str:

@@ -30,6 +30,8 @@ class Settings:
     deadline: float = float("inf")  # time.monotonic() after which optional work is skipped
     json_path: Path | None = None
     cards: tuple[str, ...] = ()  # only these cards (and their dependencies); all when empty
+    compile: bool = True  # False: the latency section times graphs of the eager forward (--no-compile)
+    save_images: Path | None = None  # where the agreement section writes its outputs as PNG
 
     @property
     def weights(self) -> str:

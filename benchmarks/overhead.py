@@ -1,4 +1,4 @@
-"""Item 8: what the orchestrator itself costs per user turn, with a scripted brain and a no-op tool.
+"""The overhead section: what the orchestrator itself costs per user turn, with a scripted brain and a no-op tool.
 
 The brain answers instantly (one tool call, then a reply) and the tool's model does nothing, so the time
 of ``session.chat`` is the orchestrator's own: messages, history, validation, the tool's worker thread,
@@ -69,6 +69,14 @@ def _turns(orch: Any, turns: int) -> list[float]:
         times.append(time.perf_counter() - started)
         assert result.tool_calls and not result.tool_calls[0].error, result
     return times
+
+
+def section(run: Any) -> None:
+    """The runner's section: fewer, shorter sessions in the smoke run."""
+    small = run.settings.tiny
+    result = measure(sessions=2 if small else 20, turns=5 if small else 10, long_turns=10 if small else 100)
+    run.value("overhead", result)
+    run.table(table(result))
 
 
 def table(result: dict[str, float]) -> Table:

@@ -2,10 +2,11 @@
 
 Builds full-size random checkpoints (benchmarks/weights.py), then measures VRAM per card and for the
 whole tool set, latency, same-seed agreement, cold start, first calls, budget mode and (CPU only, when
-LangChain is installed) the orchestrator's own overhead. Prints a table per section and writes
-docs/benchmarks.md plus a JSON of every number. A section that fails is reported and the run goes on.
+LangChain is installed) the orchestrator's own overhead. Prints a table per section, and with --json and
+--out writes every number and a markdown report. A section that fails is reported and the run goes on.
+docs/benchmarks.md says what each section measures and holds the current tables.
 
-    python -m benchmarks.run_all --model-dir /tmp/weights --out docs/benchmarks.md --json results.json
+    python -m benchmarks.run_all --model-dir /tmp/weights --json results.json --out report.md
     python -m benchmarks.run_all --tiny --out /tmp/bench.md        # the CPU smoke run (tests/)
 """
 
@@ -21,21 +22,19 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from . import overhead, sections_budget, sections_fast, sections_load, sections_speed
+from . import (
+    overhead,
+    sections_agreement,
+    sections_budget,
+    sections_fast,
+    sections_load,
+    sections_speed,
+    sections_variants,
+)
 from .context import Run, Settings
 from .report import render
 
 log = logging.getLogger(__name__)
-
-
-def _overhead(run: Run) -> None:
-    small = run.settings.tiny
-    result = overhead.measure(
-        sessions=2 if small else 20, turns=5 if small else 10, long_turns=10 if small else 100
-    )
-    run.value("overhead", result)
-    run.table(overhead.table(result))
-
 
 SECTIONS: dict[str, Callable[[Run], None]] = {
     "weights": sections_load.weights,
@@ -43,12 +42,12 @@ SECTIONS: dict[str, Callable[[Run], None]] = {
     "ours": sections_load.ours_per_card,
     "baseline": sections_load.baseline_load,
     "latency": sections_speed.latency,
-    "agreement": sections_speed.agreement,
-    "variants": sections_speed.variants,
+    "agreement": sections_agreement.agreement,
+    "variants": sections_variants.variants,
     "int8": sections_fast.int8,
     "restart": sections_fast.restart,
     "budget": sections_budget.budget,
-    "overhead": _overhead,
+    "overhead": overhead.section,
 }
 NEEDS = {"latency": ("ours", "baseline"), "agreement": ("ours", "baseline"), "variants": ("ours", "baseline")}
 
@@ -90,28 +89,27 @@ def run_sections(run: Run, names: list[str]) -> None:
         run.save()
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--model-dir", type=Path, help="full-size checkpoints, DIR/org/name (built if missing)"
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model-dir", type=Path, help="full-size checkpoints, DIR/org/name (built if missing)")
+    p.add_argument("--tiny", action="store_true", help="tiny checkpoints and sizes (CPU smoke run)")
+    p.add_argument("--device", default=None, help="cuda:0 (default when a GPU is there) or cpu")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls per latency measurement")
+    p.add_argument("--budget", default="8GiB", help="the --max-vram of the budget-mode section")
+    p.add_argument("--time-limit", type=float, default=540, help="seconds; optional work is skipped near it")
+    p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated, in order")
+    p.add_argument("--cards", default="", help="only these cards (comma-separated) and their dependencies")
+    p.add_argument("--no-compile", action="store_true",
+                   help="latency of graphs of the eager forward: no background compile, no warm-up to wait for")  # fmt: skip
+    p.add_argument(
+        "--save-images", type=Path, default=None, help="the agreement section's outputs as PNG here"
     )
-    parser.add_argument("--tiny", action="store_true", help="tiny checkpoints and sizes (CPU smoke run)")
-    parser.add_argument("--device", default=None, help="cuda:0 (default when a GPU is there) or cpu")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per latency measurement")
-    parser.add_argument("--budget", default="8GiB", help="the --max-vram of the budget-mode section")
-    parser.add_argument(
-        "--time-limit", type=float, default=540, help="seconds; optional work is skipped near it"
-    )
-    parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated, in order")
-    parser.add_argument(
-        "--cards", default="", help="only these cards (comma-separated) and their dependencies"
-    )
-    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
-    parser.add_argument("--json", type=Path, default=None, help="every number, as JSON")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    _quiet_libraries()
+    p.add_argument("--out", type=Path, default=None, help="a markdown report of this run")
+    p.add_argument("--json", type=Path, default=None, help="every number, as JSON")
+    return p
+
+
+def settings_from(args: argparse.Namespace, error: Callable[[str], None]) -> Settings:
     import torch
 
     device = args.device or ("cuda:0" if torch.cuda.is_available() else "cpu")
@@ -120,19 +118,29 @@ def main(argv: list[str] | None = None) -> dict:
 
         model_dir = cache_root() / "tiny"
     elif args.model_dir is None:
-        parser.error("--model-dir is required for full-size weights (or pass --tiny)")
+        error("--model-dir is required for full-size weights (or pass --tiny)")
     else:
         model_dir = args.model_dir
-    settings = Settings(model_dir, device, args.tiny, args.repeats, args.budget, time.monotonic() + args.time_limit,
-                        args.json, tuple(c for c in args.cards.split(",") if c))  # fmt: skip
+    return Settings(model_dir, device, args.tiny, args.repeats, args.budget, time.monotonic() + args.time_limit,
+                    args.json, tuple(c for c in args.cards.split(",") if c), not args.no_compile,
+                    args.save_images)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = parser()
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _quiet_libraries()
+    run = Run(settings_from(args, p.error))
     command = "python -m benchmarks.run_all " + " ".join(argv if argv is not None else sys.argv[1:])
-    run = Run(settings)
     names = [n.strip() for n in args.sections.split(",") if n.strip()]
-    run.results["meta"] = meta(settings, models=names != ["overhead"])
+    run.results["meta"] = {**meta(run.settings, models=names != ["overhead"]), "command": command}
     run.value("budget", args.budget)
     run_sections(run, names)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render({**run.results, "meta": [run.results["meta"]]}, command), encoding="utf-8")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(render({**run.results, "meta": [run.results["meta"]]}, command), encoding="utf-8")
     run.save()
     return run.results
 

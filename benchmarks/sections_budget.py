@@ -1,4 +1,4 @@
-"""Item 7: every tool under a VRAM budget on one GPU, taking turns (LRU offload to CPU memory)."""
+"""The budget section: every tool under a VRAM budget on one GPU, taking turns (LRU offload to CPU memory)."""
 
 from __future__ import annotations
 

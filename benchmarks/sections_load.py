@@ -55,7 +55,7 @@ def cold_start(run: Run) -> None:
 
 
 def ours_per_card(run: Run) -> None:
-    """Items 1, 2 and 6: each shared component and each card loaded on its own, then called cold and warm."""
+    """Each shared component and each card loaded on its own, then called cold and warm."""
     from orchestrator.manager import LoadContext
 
     s, orch = run.settings, run.orchestrator or run.new_orchestrator(compile=False)  # latency turns it on
@@ -122,7 +122,7 @@ def _touch(orch: object, card: str) -> None:
 
 
 def baseline_load(run: Run) -> None:
-    """Items 2 and 5 for the baseline: every tool loaded at start-up the TaskMatrix way."""
+    """The baseline's start-up and VRAM: every tool loaded at start-up the TaskMatrix way."""
     s = run.settings
     names = run.orchestrator_cards()
     with memory_delta() as mem:

@@ -7,7 +7,7 @@ the published vocabulary sizes; the controlnet_aux annotators are full-size alre
 Repositories that share files on the hub (the SD1.5 VAE and text encoder, the ControlNets' layout) are
 hard links here. ``tiny=True`` writes the tiny checkpoints instead, for the CPU smoke test.
 
-    python benchmarks/weights.py /tmp/weights          # ~15 GB, about a minute on an H200
+    python benchmarks/weights.py /tmp/weights          # size and time: docs/benchmarks.md
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The compile helper process (compile_helper.py), on CPU with inductor's C++ backend and a tiny UNet.
 
-What it is for needs a GPU to see (calls that do not stall while a compile runs; benchmarks/explore_serving.py);
+What it is for needs a GPU to see (calls that do not stall while a compile runs; docs/benchmarks.md);
 what makes it work is checked here for real: the helper builds the UNet again from its config, with other
 weights, and what it compiles is what this process then finds in inductor's and AOT autograd's caches.
 """
