@@ -51,8 +51,13 @@ import hashlib, json, re, sys, tempfile
 import numpy as np
 from orchestrator import Orchestrator
 spec, weights, model_dir, inputs, calls, out = json.loads(sys.argv[1])
-# compile=False: no compile to outlive the calls; the compiled path's pixels are run_all's agreement section
-orch = Orchestrator(spec, weights=weights, model_dir=None if weights == "tiny" else model_dir, compile=False)
+# compile off: no compile to outlive the calls; the compiled path's pixels are run_all's agreement section
+try:  # a tree with one Settings object
+    from orchestrator.settings import Settings
+    no_compile = {"settings": Settings.from_env(compile=False)}
+except ImportError:
+    no_compile = {"compile": False}
+orch = Orchestrator(spec, weights=weights, model_dir=None if weights == "tiny" else model_dir, **no_compile)
 session = orch.new_session(folder=tempfile.mkdtemp(prefix="vo-compare-"))
 names = {role: session.upload(path) for role, path in inputs.items()}
 digests = {}
