@@ -1,4 +1,4 @@
-"""Exploration (device): BLIP caption and VQA, ``model.generate`` against the fast greedy path (fast_blip.py).
+"""Exploration (device): BLIP caption and VQA, ``model.generate`` against the fast greedy path (foundation_models/fastpath/blip.py).
 
 Full-size BLIP (the configs in benchmarks/configs/Salesforce), seeded random weights, fp16 on CUDA; the
 tokenizer is the benchmark's BERT-shaped one (benchmarks/weights.py). Prints one JSON line per figure, then a
@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.inputs import QUESTION, photo  # noqa: E402
-from foundation_models.fast_blip import FastGreedy  # noqa: E402
+from foundation_models.fastpath.blip import FastGreedy  # noqa: E402
 
 CONFIGS = Path(__file__).parent / "configs"
 REPOS = {"caption": "Salesforce/blip-image-captioning-base", "vqa": "Salesforce/blip-vqa-base"}

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from foundation_models.fast_unet import GraphedForward  # noqa: E402
+from foundation_models.fastpath.graphs import GraphedForward  # noqa: E402
 
 CFG = Path(__file__).parent / "configs/stable-diffusion-v1-5/stable-diffusion-v1-5"
 R: dict = {}

@@ -1,5 +1,5 @@
 """Exploration (device): regional compile of the full-size SD1.5 UNet, ControlNet and VAE decoder through the
-project's fast path (fast_unet.py), host syncs per scheduler step, cuDNN autotuning, and a kernel breakdown.
+project's fast path (foundation_models/fastpath/), host syncs per scheduler step, cuDNN autotuning, and a kernel breakdown.
 
     python benchmarks/explore_regions.py [parts]      # parts: regions,syncs,cudnn,kernels,layouts (default: all)
 
@@ -19,8 +19,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.explore_compile import sync_time  # noqa: E402
-from foundation_models import fast_scheduler  # noqa: E402
-from foundation_models.fast_unet import BackgroundCompiler, graphed, runner_for  # noqa: E402
+from foundation_models.fastpath import scheduler as fast_scheduler  # noqa: E402
+from foundation_models.fastpath.compiler import BackgroundCompiler  # noqa: E402
+from foundation_models.fastpath.graphs import graphed, runner_for  # noqa: E402
 
 CFG = Path(__file__).parent / "configs"
 SD = CFG / "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -103,7 +104,7 @@ def layouts():
     EXPLORE_CHANNELS_LAST)."""
     from diffusers import UNet2DConditionModel
 
-    from foundation_models.fast_unet import CudaGraphs, to_channels_last
+    from foundation_models.fastpath.graphs import CudaGraphs, to_channels_last
 
     unet = build(UNet2DConditionModel, SD / "unet")
     x, t, e = unet_args()

@@ -5,7 +5,7 @@ same calls with the compiler off, and what shortens the calls made meanwhile.
     python benchmarks/explore_serving.py DIR during   # calls back to back while the cold compile runs
     python benchmarks/explore_serving.py DIR beside   # --no-compile calls while another process compiles the UNet
 
-``during`` compiles through the compile helper process (compile_helper.py) as the server does;
+``during`` compiles through the compile helper process (foundation_models/fastpath/helper.py) as the server does;
 VISUAL_ORCHESTRATOR_COMPILE_HELPER=0 compiles in this process only, as before it existed.
 
 DIR holds the full-size random checkpoints (built there if missing). Give each ``during`` run its own empty
@@ -81,7 +81,6 @@ def main() -> None:
 
     from benchmarks.inputs import NEGATIVE, PROMPT, SEED
     from benchmarks.weights import build_all
-    from foundation_models.fast_unet import background_compiler
     from orchestrator import Orchestrator
 
     build_all(model_dir, "cuda", names=["Text2Image"])
@@ -93,7 +92,7 @@ def main() -> None:
     out("mode, switch interval ms, compile threads, cpus",
         [mode, sys.getswitchinterval() * 1000, torch._inductor.config.compile_threads, os.cpu_count()])  # fmt: skip
     orch = Orchestrator("Text2Image_cuda:0", weights="hub", model_dir=model_dir, compile=mode == "during")
-    compiler = background_compiler()
+    compiler = orch.fastpath.compiler
 
     costs = []  # (t, wall s, this thread's CPU s, GPU s between events on its stream)
 

@@ -22,8 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.explore_compile import sync_time  # noqa: E402
-from foundation_models import fast_unet  # noqa: E402
-from foundation_models.fast_unet import REGIONS, BackgroundCompiler, graphed, runner_for  # noqa: E402
+from foundation_models.fastpath.compiler import BackgroundCompiler  # noqa: E402
+from foundation_models.fastpath.graphs import MAX_GRAPHS, graphed, runner_for  # noqa: E402
+from foundation_models.fastpath.inductor import inductor_compile, raise_recompile_limit, use_inductor_cache  # noqa: E402
+from foundation_models.fastpath.regions import REGIONS, RegionCompiler, RegionForward, outermost  # noqa: E402
+from orchestrator.engine import inductor_cache_dir  # noqa: E402
 
 SD = Path(__file__).parent / "configs/stable-diffusion-v1-5/stable-diffusion-v1-5"
 
@@ -82,7 +85,7 @@ def signatures(unet, call, regions):
 
     found: dict = {}
     hooks = []
-    for block in fast_unet.outermost(unet, regions):
+    for block in outermost(unet, regions):
 
         def hook(module, args, kwargs):
             key = (
@@ -105,14 +108,14 @@ def worker(index: int, count: int) -> None:
     t0 = time.perf_counter()
     unet, call = build_unet()
     mine = signatures(unet, call, REGIONS)[index::count]
-    fast_unet.raise_recompile_limit()
+    raise_recompile_limit(MAX_GRAPHS)
+    owner = RegionCompiler(inductor_compile)
     by_class: dict = {}
     for block in mine:
         cls = type(block)
-        compiled = by_class.setdefault(cls, fast_unet.inductor_compile(cls.forward))
-        block.forward = fast_unet.RegionForward(block, compiled)
-    fast_unet._REGIONS.on = True
-    with torch.inference_mode():
+        compiled = by_class.setdefault(cls, inductor_compile(cls.forward))
+        block.forward = RegionForward(block, compiled, owner)
+    with torch.inference_mode(), owner.calling():
         call()
     torch.cuda.synchronize()
     out(f"worker {index}/{count}: blocks, s", [len(mine), round(time.perf_counter() - t0, 1)])
@@ -136,7 +139,7 @@ def parallel(count: int) -> None:
 
 if __name__ == "__main__":
     mode = sys.argv[1]
-    fast_unet.use_project_inductor_cache()
+    use_inductor_cache(inductor_cache_dir())
     if mode == "worker":
         worker(int(sys.argv[2]), int(sys.argv[3]))
     elif mode == "parallel":

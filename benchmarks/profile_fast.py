@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from foundation_models.fast_unet import _RUNNER, background_compiler
+from foundation_models.fastpath.graphs import _RUNNER
 
 from .inputs import INSTRUCTION, NEGATIVE, PROMPT, SEED, photo
 
@@ -94,7 +94,7 @@ def main():
     cards = args.cards.split(",")
     build_all(args.model_dir, "cuda", names=cards)
     orch = Orchestrator(",".join(f"{c}_cuda:0" for c in cards), weights="hub", model_dir=args.model_dir)
-    compiler = background_compiler()
+    compiler = orch.fastpath.compiler
     condition = photo(512).convert("L").convert("RGB")
     jobs = {
         "Text2Image": lambda m: m.generate(PROMPT, NEGATIVE, 512, 512, 20, 7.5, SEED),
@@ -139,17 +139,17 @@ def main():
 
                 import numpy as np
 
-                from foundation_models import fast_unet
+                from foundation_models.fastpath import pipelines
 
                 reference = np.asarray(job(model), dtype=np.float32) / 255
-                kept = fast_unet.scheduler_on_device
-                fast_unet.scheduler_on_device = lambda *a, **k: contextlib.nullcontext()
+                kept = pipelines.scheduler_on_device
+                pipelines.scheduler_on_device = lambda *a, **k: contextlib.nullcontext()
                 try:
                     variant = timed(lambda: job(model))
                     syncs = host_syncs(lambda: job(model))
                     diff = np.abs(np.asarray(job(model), dtype=np.float32) / 255 - reference)
                 finally:
-                    fast_unet.scheduler_on_device = kept
+                    pipelines.scheduler_on_device = kept
                 print(
                     f"# {label}: diffusers' scheduler {variant} s, {syncs} host syncs (default {compiled} s); "
                     f"pixels max {diff.max():.4f} mean {diff.mean():.5f}"

@@ -9,8 +9,6 @@ import sys
 import time
 from typing import Any
 
-from foundation_models.fast_unet import background_compiler
-
 from .context import Run
 from .inputs import NEGATIVE, PROMPT, SEED
 from .measure import Table, free_cached, median_seconds, memory_delta, seconds
@@ -23,14 +21,14 @@ t0 = time.perf_counter()
 logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
 logging.getLogger("foundation_models").setLevel(logging.INFO)
 from orchestrator import Orchestrator
-from foundation_models.fast_unet import background_compiler
 orch = Orchestrator("Text2Image_{device}", weights="{weights}", model_dir={model_dir!r})
+compiler = orch.fastpath.compiler
 with orch.manager.use("Text2Image") as model:
     t1 = time.perf_counter()
     for _ in range(2):
         model.generate({prompt!r}, {negative!r}, {size}, {size}, {steps}, 7.5, {seed})
-    queued = background_compiler().busy()
-    background_compiler().wait(300)
+    queued = compiler.busy()
+    compiler.wait(300)
     t2 = time.perf_counter()
     model.generate({prompt!r}, {negative!r}, {size}, {size}, {steps}, 7.5, {seed})
     t3 = time.perf_counter()
@@ -45,7 +43,8 @@ def restart(run: Run) -> None:
     code = RESTART.format(device=s.device, weights=s.weights, model_dir=model_dir, prompt=PROMPT, negative=NEGATIVE,
                           size=s.size, steps=s.steps[0], seed=SEED)  # fmt: skip
     # this process's compiles first: a restart measured beside them shares the CPUs and the GPU with them
-    waited, _ = seconds(lambda: background_compiler().wait(max(60.0, s.left() / 2)))
+    compiler = run.orchestrator.fastpath.compiler
+    waited, _ = seconds(lambda: compiler.wait(max(60.0, s.left() / 2)))
     run.value("restart_waited_for_compiler_s", waited)
     started = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ),

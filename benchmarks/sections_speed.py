@@ -62,7 +62,10 @@ def latency(run: Run) -> None:
             compiles = fast is not None and hasattr(model, "compile")  # BLIP's fast path compiles nothing
             if compiles:
                 model.compile = True  # the default; the per-card section ran without it
-            warmup = compile_warmup(lambda m=model, f=ours_call: f(m), s) if fast and compiles else None
+            compiler = orch.fastpath.compiler
+            warmup = (
+                compile_warmup(lambda m=model, f=ours_call: f(m), s, compiler) if fast and compiles else None
+            )
             ours = median_seconds(lambda m=model, f=ours_call: f(m), s.repeats, s.warmup)
             eager = None
             if fast is not None and (s.left() > 120 or "50" not in label):
@@ -77,14 +80,11 @@ def latency(run: Run) -> None:
     run.table(table)
 
 
-def compile_warmup(call: Callable[[], Any], s: Any, limit: float = 420) -> float | None:
+def compile_warmup(call: Callable[[], Any], s: Any, compiler: Any, limit: float = 420) -> float | None:
     """Seconds from a tool's first call until the background compiler is done with what it queued (the
     second call captures the eager graphs and queues the compile); None when nothing was queued."""
     import time
 
-    from foundation_models.fast_unet import background_compiler
-
-    compiler = background_compiler()
     started = time.perf_counter()
     call()
     call()
@@ -133,7 +133,7 @@ def variants(run: Run) -> None:
     """How the fast path was chosen: where a step's time goes, and what else was measured on it."""
     import torch
 
-    from foundation_models import fast_unet
+    from foundation_models.fastpath.graphs import release
 
     s, orch, base = run.settings, run.orchestrator, run.baseline.tools
     size, steps = s.size, s.steps[0]
@@ -167,18 +167,18 @@ def variants(run: Run) -> None:
         if torch.cuda.is_available():
             tried.append(("ours + channels_last UNet", generate, _channels_last(unet)))
         for label, call, setting in tried:
-            fast_unet.release([unet])  # graphs are captured again, with this variant's kernels
+            release([unet])  # graphs are captured again, with this variant's kernels
             with setting or _nothing():
                 timing = median_seconds(call, s.repeats, s.warmup)
             table.add(label, timing["first"], timing["median"])
-        fast_unet.release([unet])
+        release([unet])
     pipe = base["Text2Image"]
     if torch.cuda.is_available() and s.left() > 150:
         torch._dynamo.config.cache_size_limit = 64  # one graph per block shape: 4 resolutions x batch sizes
         compile_time, _ = seconds(lambda: pipe.unet.compile_repeated_blocks(fullgraph=True))
 
         def compiled_graphed() -> Any:
-            with torch.inference_mode(), fast_unet.fast_pipeline(pipe):
+            with torch.inference_mode(), orch.fastpath.pipeline(pipe):
                 return tm.text2image(pipe, PROMPT, NEGATIVE, steps, SEED, size)
 
         for label, call in (
@@ -198,7 +198,7 @@ def _unet_alone(unet: Any, size: int, repeats: int) -> tuple[float, float]:
     """Milliseconds per UNet forward (batch 2, as with guidance), eager and replayed from a CUDA graph."""
     import torch
 
-    from foundation_models.fast_unet import graphed
+    from foundation_models.fastpath.graphs import graphed
 
     kw = {"device": unet.device, "dtype": unet.dtype}
     sample = torch.randn(2, unet.config.in_channels, size // 8, size // 8, **kw)

@@ -8,7 +8,6 @@ from .stable_diffusion import (
     ProgressFn,
     _Pipeline,
     _quiet,
-    fast_options,
     int8_if_asked,
     load_scheduler,
     weights_variant,
@@ -40,4 +39,4 @@ def load(ctx: Any) -> ControlNetText2Image:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    return ControlNetText2Image(_quiet(pipe), {"controlnet": controlnet}, **fast_options(ctx))
+    return ControlNetText2Image(_quiet(pipe), {"controlnet": controlnet}, ctx.fastpath, ctx.options)

@@ -31,9 +31,10 @@ def add_common_arguments(parser: argparse.ArgumentParser, load_required: bool = 
     parser.add_argument("--weights", choices=["hub", "tiny"], default="hub",
                         help="hub: real checkpoints (HF cache, hub or --model-dir); tiny: built locally, noise")  # fmt: skip
     parser.add_argument("--model-dir", metavar="DIR", help="local checkpoints laid out as DIR/org/name")
-    parser.add_argument("--no-fast", dest="fast", action="store_false",
+    # default None: the Orchestrator then reads VISUAL_ORCHESTRATOR_FAST / _COMPILE (on unless set to 0)
+    parser.add_argument("--no-fast", dest="fast", action="store_false", default=None,
                         help="no CUDA-graph replay in the diffusion tools (eager, as diffusers runs them)")  # fmt: skip
-    parser.add_argument("--no-compile", dest="compile", action="store_false",
+    parser.add_argument("--no-compile", dest="compile", action="store_false", default=None,
                         help="CUDA graphs of the eager forward only: no torch.compile in the background")  # fmt: skip
     parser.add_argument("--int8-weights", action="store_true",
                         help="store UNet and ControlNet weights as int8 (per-channel scales, fp16 compute): "

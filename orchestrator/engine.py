@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from foundation_models.fast_unet import count_compile_helper
+from foundation_models.fastpath import FastPath
 
 from .brain import Brain, BrainConfig, brain_from
 from .brain.footprint import keep_free_for_brain
@@ -27,6 +28,10 @@ from .weights import WeightResolver, WeightsMode, cache_root
 log = logging.getLogger(__name__)
 
 DEFAULT_LOAD = "ImageCaptioning_auto,Text2Image_auto"
+# Environment switches of the fast path, read here (not in foundation_models) when an argument is left as None.
+FAST_ENV, COMPILE_ENV, HELPER_ENV = (
+    "VISUAL_ORCHESTRATOR_FAST", "VISUAL_ORCHESTRATOR_COMPILE", "VISUAL_ORCHESTRATOR_COMPILE_HELPER"
+)  # fmt: skip
 
 
 class Orchestrator:
@@ -49,8 +54,11 @@ class Orchestrator:
         quant: str | None = None,
         trust_remote_code: bool = False,
         brain_options: Mapping[str, Any] | None = None,
-        fast: bool = True,  # False: no CUDA-graph replay in diffusion tools (--no-fast; foundation_models/fast_unet.py)
-        compile: bool = True,  # False: graphs of the eager forward only, no background torch.compile (--no-compile)
+        # The fast path (foundation_models/fastpath/); None: the environment decides (on unless set to 0).
+        fast: bool | None = None,  # False: no CUDA-graph replay (--no-fast)
+        compile: bool
+        | None = None,  # False: graphs of the eager forward only, no torch.compile (--no-compile)
+        compile_helper: bool | None = None,  # False: compile in this process, not first in a helper process
         int8_weights: bool = False,  # True: UNets and ControlNets stored int8, about half their VRAM (--int8-weights)
     ):
         # "openai" | "rules" | "hf:<id-or-path>" | None (openai when OPENAI_API_KEY/OPENAI_BASE_URL is set);
@@ -68,13 +76,18 @@ class Orchestrator:
         self.devices = keep_free_for_brain(list(devices), self.brain.config)
         self.plan: Plan = make_plan(self.cards, self.items, self.devices, budgets)
         self.weights = weights
-        self.fast = fast
-        self.compile = compile
+        self.fast = _switch(fast, FAST_ENV)
+        self.compile = _switch(compile, COMPILE_ENV)
         self.resolver = WeightResolver(weights, model_dir)
         self.manager = ModelManager(self.cards, self.plan, self.resolver, families=families,
                                     options=self._card_options)  # fmt: skip
-        if any(device.startswith("cuda") for device in budgets):
-            count_compile_helper(self.manager)  # the helper's copy of a module counts in the budget
+        cuda_budget = any(device.startswith("cuda") for device in budgets)
+        self.fastpath = FastPath(
+            enabled=self.fast, compile=self.compile, helper=_switch(compile_helper, HELPER_ENV),
+            cache_dir=inductor_cache_dir(),
+            helper_budget=self.manager if cuda_budget else None,  # the helper's copy of a module counts in it
+        )  # fmt: skip
+        self.manager.fastpath = self.fastpath
         if image_limits is None and weights == "tiny":
             image_limits = ImageLimits(max_side=int(self.cards.tiny_overrides.get("resolution", 512)))
         self.image_limits = image_limits or ImageLimits()
@@ -106,3 +119,36 @@ class Orchestrator:
 
     def tool_list(self) -> list[dict[str, Any]]:
         return [tool.describe() for tool in self.tools.values()]
+
+    def close(self) -> None:
+        """Stop what runs beside the models: the background compiler's thread and the compile helper process."""
+        self.fastpath.close()
+
+    def __enter__(self) -> Orchestrator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _switch(value: bool | None, env: str) -> bool:
+    """An explicit argument, else the environment variable (on unless 0, false, no or off)."""
+    if value is not None:
+        return bool(value)
+    return os.environ.get(env, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def inductor_cache_dir() -> Path:
+    """Inductor's on-disk cache: the user's TORCHINDUCTOR_CACHE_DIR, else the project's cache (so compiled code
+    survives a reboot, with the weights). Torch writes its own /tmp default into the environment when its
+    compiler is imported; that value is not a choice, so it is replaced."""
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if chosen and not _is_torch_default(chosen):
+        return Path(chosen)
+    return cache_root() / "inductor"
+
+
+def _is_torch_default(path: str) -> bool:
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    return os.path.abspath(path) == os.path.abspath(default_cache_dir())

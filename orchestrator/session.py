@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from foundation_models.fast_unet import is_out_of_memory
+from foundation_models.fastpath import is_out_of_memory
 
 from .errors import OrchestratorError, ToolError
 from .images import ImageStore

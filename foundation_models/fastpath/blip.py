@@ -1,7 +1,7 @@
 """Fast greedy decoding for BLIP captioning and VQA: a static KV cache and CUDA-graph replay, token by token.
 
-``model.generate`` is bound by the CPU, not the GPU: on an H200 each new token costs 8-17 ms of Python and
-kernel launches, the GPU's share about 1 ms. ``FastGreedy.generate`` returns the token ids that
+``model.generate`` is bound by the CPU, not the GPU: each new token costs far more Python and kernel launches
+than GPU work (docs/benchmarks.md). ``FastGreedy.generate`` returns the token ids that
 ``model.generate(**inputs, max_new_tokens=N)`` returns, in two CUDA graphs per input signature:
 
 1. The first new token (``_first``): the vision encoder (for VQA, then the question through the text encoder with
@@ -22,10 +22,10 @@ encoder and, through a pre-hook (``_cross_attention_mask``), in the decoder's cr
 Whether any row is still going is read back one step late, so the CPU keeps a step queued instead of waiting.
 
 Only plain greedy decoding goes this way (``plain_greedy``): any other generation config, an input it does not
-know, a capture that fails (logged once) or meets the background compiler, a model off CUDA: ``model.generate``.
+know, a capture that fails (logged once) or meets background GPU work, a model off CUDA: ``model.generate``.
 ``graphs=False`` runs the same static-cache loop eagerly on any device (the tests' CPU path). Attention over the
 static length is generate's arithmetic (the slots after the current one weigh exactly 0) in another summation
-order, so the ids could differ where two logits tie to within rounding (equal on the H200 with random weights).
+order, so the ids could differ where two logits tie to within rounding.
 """
 
 from __future__ import annotations
@@ -35,13 +35,15 @@ from collections import OrderedDict
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .fast_unet import WeightWatch, reason
+from .graphs import WeightWatch
+from .memory import reason
+from .torch_state import capture_allowed
 
 log = logging.getLogger(__name__)
 
 MAX_GRAPHS = 16  # input signatures kept (VQA: question bucket and limit); the oldest is dropped first
 # VQA questions are padded to a multiple of this many tokens so that questions of different lengths share one
-# signature: each new one costs a capture (80-190 ms on the H200) and 60-90 MB of graph memory.
+# signature: each new one costs a capture and its graph memory.
 QUESTION_BUCKET = 16
 INPUTS = {"pixel_values", "input_ids", "attention_mask", "interpolate_pos_encoding"}
 
@@ -367,15 +369,14 @@ class FastGreedy:
 
     def _capture(self, key: tuple, b: Buffers, steps: int) -> bool:
         """Run the first token and the first step on a side stream (this call's answer so far, and the warm-up),
-        then capture both; False when that fails or the background compiler is busy (capturing beside it is
-        unsafe, fast_unet.py): this call then goes to generate()."""
+        then capture both; False when that fails or background GPU work is under way (no capture beside it:
+        torch_state.py): this call then goes to generate()."""
+        with capture_allowed() as allowed:
+            return allowed and self._capture_now(key, b, steps)
+
+    def _capture_now(self, key: tuple, b: Buffers, steps: int) -> bool:
         import torch
 
-        from .fast_unet import background_compiler
-
-        lock = background_compiler().lock
-        if not lock.acquire(blocking=False):
-            return False
         try:
             device = b.ids.device
             if self._stream is None or self._stream.device != device:
@@ -401,8 +402,6 @@ class FastGreedy:
                     "CUDA graph capture of the BLIP decoder failed; it uses generate(): %s", reason(exc)
                 )
             return False
-        finally:
-            lock.release()
         return True
 
     def _graph(self, run: Any) -> Any:
