@@ -10,7 +10,8 @@ background ``torch.compile`` of their blocks, owned by one ``FastPath`` per Orch
 | ``helper.py`` | ``CompileHelper``: the child process that compiles each CUDA job first |
 | ``budget.py`` | ``HelperMemoryBudget``: what the compiler asks a VRAM budget's keeper for the helper |
 | ``torch_state.py`` | the two process-wide locks: torch's global state, and no capture beside GPU work |
-| ``pipelines.py``, ``scheduler.py``, ``blip.py`` | a diffusers pipeline's modules; sync-free scheduler steps; BLIP |
+| ``pipelines.py``, ``scheduler.py`` | which tiers a diffusers pipeline's modules get; sync-free scheduler steps |
+| ``blip.py``, ``blip_inputs.py`` | BLIP's static-cache greedy decoding in graphs; what ``generate`` computes from |
 | ``memory.py``, ``inductor.py`` | out-of-memory detection; how inductor is called and where it caches |
 
 Nothing here reads the environment: the Orchestrator passes every setting in.
