@@ -56,8 +56,7 @@ class Orchestrator:
         brain_options: Mapping[str, Any] | None = None,
         # The fast path (foundation_models/fastpath/); None: the environment decides (on unless set to 0).
         fast: bool | None = None,  # False: no CUDA-graph replay (--no-fast)
-        compile: bool
-        | None = None,  # False: graphs of the eager forward only, no torch.compile (--no-compile)
+        compile: bool | None = None,  # False: graphs of the eager forward only, no compile (--no-compile)
         compile_helper: bool | None = None,  # False: compile in this process, not first in a helper process
         int8_weights: bool = False,  # True: UNets and ControlNets stored int8, about half their VRAM (--int8-weights)
     ):
