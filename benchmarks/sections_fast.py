@@ -29,8 +29,8 @@ with orch.manager.use("Text2Image") as model:
     t1 = time.perf_counter()
     for _ in range(2):
         model.generate({prompt!r}, {negative!r}, {size}, {size}, {steps}, 7.5, {seed})
-    queued = fastpath.compiles_pending()
-    fastpath.wait_for_compiles(300)
+    queued = fastpath.compiles_pending(orch)
+    fastpath.wait_for_compiles(orch, 300)
     t2 = time.perf_counter()
     model.generate({prompt!r}, {negative!r}, {size}, {size}, {steps}, 7.5, {seed})
     t3 = time.perf_counter()
@@ -45,7 +45,7 @@ def restart(run: Run) -> None:
     code = RESTART.format(device=s.device, weights=s.weights, model_dir=model_dir, prompt=PROMPT, negative=NEGATIVE,
                           size=s.size, steps=s.steps[0], seed=SEED)  # fmt: skip
     # this process's compiles first: a restart measured beside them shares the CPUs and the GPU with them
-    waited, _ = seconds(lambda: fastpath.wait_for_compiles(max(60.0, s.left() / 2)))
+    waited, _ = seconds(lambda: fastpath.wait_for_compiles(run.orchestrator, max(60.0, s.left() / 2)))
     run.value("restart_waited_for_compiler_s", waited)
     started = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,

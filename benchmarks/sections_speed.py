@@ -99,7 +99,7 @@ def _time_ours(run: Run, work: Workload) -> tuple[dict[str, float], float | None
         compiles = bool(fast) and hasattr(model, "compile")  # BLIP's fast path compiles nothing
         if compiles:
             model.compile = s.compile  # the per-card section ran without it
-        warmup = compile_warmup(call, s) if compiles and s.compile else None
+        warmup = compile_warmup(call, s, run.orchestrator) if compiles and s.compile else None
         ours = median_seconds(call, s.repeats, s.warmup)
         eager = None
         if fast is not None and (s.left() > 120 or "50" not in work.label):  # eager 50 steps is optional
@@ -109,14 +109,16 @@ def _time_ours(run: Run, work: Workload) -> tuple[dict[str, float], float | None
     return ours, eager, warmup
 
 
-def compile_warmup(call: Callable[[], Any], s: Settings, limit: float = 420) -> float | None:
+def compile_warmup(
+    call: Callable[[], Any], s: Settings, orchestrator: Any, limit: float = 420
+) -> float | None:
     """Seconds from a tool's first call until the background compiler is done with what it queued (the
     second call captures the eager graphs and queues the compile); None when nothing was queued."""
     started = time.perf_counter()
     call()
     call()
-    if not fastpath.compiles_pending():
+    if not fastpath.compiles_pending(orchestrator):
         return None
-    if not fastpath.wait_for_compiles(max(30.0, min(limit, s.left() - 60))):
+    if not fastpath.wait_for_compiles(orchestrator, max(30.0, min(limit, s.left() - 60))):
         log.warning("the background compile did not finish in time; timing what is ready")
     return time.perf_counter() - started

@@ -84,7 +84,7 @@ def _regional_compile(run: Run) -> list[tuple[str, float, float]]:
         return tm.text2image(pipe, PROMPT, NEGATIVE, steps, SEED, s.size)
 
     def graphed() -> Any:
-        with torch.inference_mode(), fastpath.fast_pipeline(pipe):
+        with torch.inference_mode(), fastpath.fast_pipeline(run.orchestrator, pipe):
             return tm.text2image(pipe, PROMPT, NEGATIVE, steps, SEED, s.size)
 
     rows = []

@@ -1,9 +1,9 @@
 """BLIP: image captioning (BlipForConditionalGeneration) and visual question answering (BlipForQuestionAnswering).
 
 One card loads one of the two checkpoints; ``options.task`` says which (``caption`` or ``vqa``). On CUDA the
-answer is decoded greedily with a static KV cache and CUDA-graph replay (fast_blip.py): the same ids as
-``generate``, about one graph launch per token; ``fast: false`` (``--no-fast``, ``VISUAL_ORCHESTRATOR_FAST=0``)
-calls ``generate`` instead.
+answer is decoded greedily with a static KV cache and CUDA-graph replay (fastpath/blip.py): the same ids as
+``generate``, about one graph launch per token; with the fast path off (the card's ``fast: false``, or the
+Orchestrator's) it calls ``generate`` instead.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import threading
 from typing import Any
 
 from .family import Family, FastFacts, Files
-from .fast_blip import FastGreedy
-from .fast_unet import fast_enabled
+from .fastpath.blip import FastGreedy
 
 TASKS = ("caption", "vqa")
 
@@ -21,12 +20,12 @@ TASKS = ("caption", "vqa")
 class Blip:
     """A BLIP model and its processor; ``caption`` or ``answer`` depending on the checkpoint's head."""
 
-    def __init__(self, model: Any, processor: Any, task: str, max_new_tokens: int, fast: bool | None = None):
+    def __init__(self, model: Any, processor: Any, task: str, max_new_tokens: int, fast: bool = True):
         self.model = model
         self.processor = processor
         self.task = task
         self.max_new_tokens = max_new_tokens
-        self.fast = fast_enabled(fast)
+        self.fast = fast
         self.decoder = FastGreedy(model)  # its caches and graphs: one caller at a time, under the lock
         self._lock = threading.Lock()
 
@@ -67,7 +66,7 @@ def load(ctx: Any) -> Blip:
     model = model_class.from_pretrained(path, dtype=ctx.dtype).to(ctx.device).eval()
     processor = BlipProcessor.from_pretrained(path)
     max_new_tokens = int(ctx.options.get("max_new_tokens", 30))
-    return Blip(model, processor, task, max_new_tokens, fast=ctx.options.get("fast"))
+    return Blip(model, processor, task, max_new_tokens, fast=ctx.fastpath.fast_for(ctx.options))
 
 
 FAMILY = Family("blip", load, files=Files("transformers"), fast=FastFacts(decoder=True))

@@ -10,7 +10,6 @@ from .stable_diffusion import (
     ProgressFn,
     _Pipeline,
     _quiet,
-    fast_options,
     int8_if_asked,
     load_scheduler,
     weights_variant,
@@ -42,7 +41,7 @@ def load(ctx: Any) -> ControlNetText2Image:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    return ControlNetText2Image(_quiet(pipe), {"controlnet": controlnet}, **fast_options(ctx))
+    return ControlNetText2Image(_quiet(pipe), {"controlnet": controlnet}, ctx.fastpath, ctx.options)
 
 
 FAMILY = Family(

@@ -14,7 +14,6 @@ from .stable_diffusion import (
     ProgressFn,
     _Pipeline,
     _quiet,
-    fast_options,
     int8_if_asked,
     load_pipeline_component,
     load_scheduler,
@@ -45,7 +44,7 @@ def load(ctx: Any) -> InstructPix2Pix:
         requires_safety_checker=False,
     )
     own_modules = {k: v for k, v in own.items() if hasattr(v, "to")}
-    return InstructPix2Pix(_quiet(pipe), own_modules, **fast_options(ctx))
+    return InstructPix2Pix(_quiet(pipe), own_modules, ctx.fastpath, ctx.options)
 
 
 FAMILY = Family("instruct_pix2pix", load, files=Files("pipeline"), fast=SD15_FAST)

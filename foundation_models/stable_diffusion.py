@@ -12,12 +12,14 @@ import importlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .family import Family, FastFacts, Files
-from .fast_unet import compile_enabled, fast_enabled, fast_modules, fast_pipeline, release
+
+if TYPE_CHECKING:
+    from .fastpath import FastPath
 
 log = logging.getLogger(__name__)
 
@@ -134,23 +136,26 @@ def step_callback(progress: ProgressFn | None, total: int) -> Callable[..., dict
 
 
 class _Pipeline:
-    """A diffusers pipeline plus the modules this card owns (moved by ``to``; shared ones are not)."""
+    """A diffusers pipeline plus the modules this card owns (moved by ``to``; shared ones are not), run on the
+    Orchestrator's fast path as the card's options allow."""
 
-    def __init__(self, pipe: Any, own: dict[str, Any], fast: bool | None = None, compile: bool | None = None):
+    def __init__(self, pipe: Any, own: dict[str, Any], fastpath: FastPath,
+                 options: Mapping[str, Any] | None = None):  # fmt: skip
         self.pipe = pipe
         self.own = own
-        self.fast = fast_enabled(fast)  # CUDA-graph replay of the denoiser and decoder (fast_unet.py)
-        self.compile = compile_enabled(compile)  # ... of their compiled forward, compiled in the background
+        self.fastpath = fastpath
+        self.fast = fastpath.fast_for(options or {})  # CUDA-graph replay of the denoiser and decoder
+        self.compile = fastpath.compile_for(options or {})  # ... of their forward compiled in the background
 
     def to(self, device: str) -> None:
-        release(fast_modules(self.pipe))  # captured graphs hold the old device addresses
+        self.fastpath.release(self.pipe)  # captured graphs hold the old device addresses
         for module in self.own.values():
             module.to(device)
 
     def _run(self, steps: int, seed: int, progress: ProgressFn | None, **kwargs: Any) -> Any:
         import torch
 
-        with torch.inference_mode(), fast_pipeline(self.pipe, enabled=self.fast, compile=self.compile):
+        with torch.inference_mode(), self.fastpath.pipeline(self.pipe, fast=self.fast, compile=self.compile):
             return self.pipe(
                 num_inference_steps=steps,
                 generator=generator(seed),
@@ -184,19 +189,15 @@ def load(ctx: Any) -> _Pipeline:
     if "inpainting" not in ctx.card.checkpoints:
         parts = {n: ctx.component("sd15_base", n) for n in ("unet", "vae", "text_encoder", "tokenizer")}
         pipe = StableDiffusionPipeline(**parts, scheduler=load_scheduler(base, scheduler_name), **common)
-        return Text2Image(_quiet(pipe), {}, **fast_options(ctx))
+        return Text2Image(_quiet(pipe), {}, ctx.fastpath, ctx.options)
     path = ctx.checkpoint("inpainting")
     own = {"unet": int8_if_asked(ctx, load_pipeline_component(path, "unet", ctx.dtype, ctx.device))}
     parts = {n: shared_or_own(ctx, path, n, own) for n in ("vae", "text_encoder", "tokenizer")}
     pipe = StableDiffusionInpaintPipeline(
         unet=own["unet"], **parts, scheduler=load_scheduler(path, scheduler_name), **common
     )
-    return Inpainting(_quiet(pipe), {k: v for k, v in own.items() if hasattr(v, "to")}, **fast_options(ctx))
-
-
-def fast_options(ctx: Any) -> dict[str, Any]:
-    """The card's ``fast`` and ``compile`` options (None: the environment decides; fast_unet.py)."""
-    return {"fast": ctx.options.get("fast"), "compile": ctx.options.get("compile")}
+    own_modules = {k: v for k, v in own.items() if hasattr(v, "to")}
+    return Inpainting(_quiet(pipe), own_modules, ctx.fastpath, ctx.options)
 
 
 def _quiet(pipe: Any) -> Any:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
-from foundation_models.fast_unet import is_out_of_memory
+from foundation_models.fastpath import is_out_of_memory
 
 from .errors import OrchestratorError, ToolError
 from .events import Event, ToolCall, ToolFinished, ToolProgress, ToolStarted

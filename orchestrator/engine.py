@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from foundation_models.fast_unet import count_compile_helper
+from foundation_models.fastpath import FastPath
 
 from .brain import Brain, BrainConfig, brain_from
 from .brain.footprint import keep_free_for_brain
@@ -72,8 +72,13 @@ class Orchestrator:
         self.resolver = WeightResolver(settings.weights, settings.model_dir, settings.cache_dir)
         self.manager = ModelManager(self.cards, self.plan, self.resolver, families=families,
                                     options=self._card_options)  # fmt: skip
-        if any(device.startswith("cuda") for device in budgets):
-            count_compile_helper(self.manager)  # the helper's copy of a module counts in the budget
+        cuda_budget = any(device.startswith("cuda") for device in budgets)
+        self.fastpath = FastPath(
+            enabled=settings.fast, compile=settings.compile, helper=settings.compile_helper,
+            cache_dir=settings.inductor_dir,
+            helper_budget=self.manager if cuda_budget else None,  # the helper's copy of a module counts in it
+        )  # fmt: skip
+        self.manager.fastpath = self.fastpath
         if image_limits is None and settings.weights == "tiny":
             image_limits = ImageLimits(max_side=int(self.cards.tiny_overrides.get("resolution", 512)))
         self.image_limits = image_limits or ImageLimits()
@@ -109,3 +114,13 @@ class Orchestrator:
 
     def tool_list(self) -> list[dict[str, Any]]:
         return [tool.describe() for tool in self.tools.values()]
+
+    def close(self) -> None:
+        """Stop what runs beside the models: the background compiler's thread and the compile helper process."""
+        self.fastpath.close()
+
+    def __enter__(self) -> Orchestrator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -9,7 +9,8 @@ and, on CUDA, what the allocator shows beyond the weights (graph pools, cached b
 On CUDA the budget is also a hard cap: torch's allocator in this process never takes more than the budget
 (plus what is kept for an hf brain, less what the compile helper holds), so a call that would exceed it runs
 out of memory, and the session evicts the other models and tries once more. The compile helper's memory (a
-process of our own) is held through ``hold_outside`` while it runs.
+process of our own) is reserved through ``reserve_for_helper`` while it runs: the manager is the fast path's
+``HelperMemoryBudget``.
 
 A family (``foundation_models/<family>.py``, its ``FAMILY`` declaration: ``foundation_models/family.py``)
 provides ``load(ctx) -> model`` and, for families that own component groups, ``load_component(ctx, group,
@@ -27,14 +28,17 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from foundation_models.family import Family, family_module
-from foundation_models.fast_unet import building_models
+from foundation_models.fastpath import building_models
 
 from .cards import CardSet, ComponentGroup, ModelCard
 from .placement import Plan, working_set
 from .weights import WeightResolver
+
+if TYPE_CHECKING:
+    from foundation_models.fastpath import FastPath
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +73,19 @@ class ModelStatus:
 
 @dataclass
 class LoadContext:
-    """What a family's ``load`` may use: its card, device, dtype, checkpoints and shared components
-    (``foundation_models.family.LoadContext`` is the contract)."""
+    """What a family's ``load`` may use: its card, device, dtype, checkpoints, shared components and the
+    Orchestrator's fast path (``foundation_models.family.LoadContext`` is the contract)."""
 
     card: ModelCard | None
     device: str
     dtype_name: str
     manager: ModelManager
     options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def fastpath(self) -> FastPath:
+        """The fast path of the Orchestrator this model loads for (graphs, the background compiler)."""
+        return self.manager.fastpath
 
     @property
     def dtype(self) -> Any:
@@ -107,14 +116,16 @@ class ModelManager:
         options: Callable[[ModelCard | None], Mapping[str, Any]] | None = None,
         memory_probe: Callable[[str], float | None] | None = None,
         allocator_cap: Callable[[str, int], None] | None = None,
+        fastpath: FastPath | None = None,
     ):
         self.cards = cards
+        self.fastpath = fastpath or _default_fastpath()  # the Orchestrator gives its own
         # MB the process holds on a device (None: unknown); a budget counts it where it exceeds the weights
         self.memory_probe = memory_probe or device_memory_mb
         self.allocator_cap = allocator_cap or cap_allocator  # (device, MB): torch's allocator takes no more
         self._caps: dict[str, int] = {}
-        # device -> (MB, let_go): memory our other processes hold there (the compile helper), and how to get it back
-        self._outside: dict[str, tuple[int, Callable[[], None]]] = {}
+        # device -> (MB, reclaim): memory the compile helper (a process of ours) holds there, and how to get it back
+        self._helper_reserved: dict[str, tuple[int, Callable[[], None]]] = {}
         self.plan = plan
         self.resolver = resolver
         self._families = dict(families or {})
@@ -166,7 +177,7 @@ class ModelManager:
         """Offload every model on these devices but ``keep``, take back the compile helper's memory and return
         cached blocks (after an OOM)."""
         for device in devices:
-            self._take_back(device)
+            self._reclaim_helper_memory(device)
             with self._device_locks[device]:
                 for entry in self._lru(device):
                     if entry.key not in keep:
@@ -255,26 +266,26 @@ class ModelManager:
         """The family declaration of a card (what loads it, what warm-up and the downloader need to know)."""
         return self._family(self.cards[card].family)
 
-    # -- budgets --------------------------------------------------------------------------------
-    def hold_outside(self, device: str, mb: int, let_go: Callable[[], None]) -> bool:
-        """Keep ``mb`` of a budgeted device for memory another process of ours takes there (the compile helper),
-        evicting least recently used models for it; False when the budget cannot hold it beside the largest call
-        of a card on the device, or beside what is in use now. ``let_go()`` stops that process when a call needs
-        the memory after all."""
+    # -- budgets: the fast path's HelperMemoryBudget ---------------------------------------------
+    def reserve_for_helper(self, device: str, mb: int, reclaim: Callable[[], None]) -> bool:
+        """Keep ``mb`` of a budgeted device for the compile helper (another process of ours), evicting least
+        recently used models for it; False when the budget cannot hold it beside the largest call of a card on
+        the device, or beside what is in use now. ``reclaim()`` stops the helper when a call needs the memory
+        after all."""
         capacity = self.plan.budget_of(device)
         if capacity is None or device not in self._device_locks:
             return True
-        if not self.could_hold(device, mb):
+        if not self.fits_beside_largest_call(device, mb):
             return False
         with self._device_locks[device]:
             _empty_cache()
             if not self._evict_until(device, capacity, mb):  # models in use, or memory beyond the weights
                 return False
-            self._outside[device] = (mb, let_go)
+            self._helper_reserved[device] = (mb, reclaim)
             self._cap(device)
         return True
 
-    def could_hold(self, device: str, mb: int) -> bool:
+    def fits_beside_largest_call(self, device: str, mb: int) -> bool:
         """Whether the device's budget holds ``mb`` beside the largest call of a card on it (ever, not now)."""
         capacity = self.plan.budget_of(device)
         if capacity is None or device not in self._device_locks:
@@ -282,13 +293,14 @@ class ModelManager:
         cards = [name for name, placement in self.plan.placements.items() if placement.device == device]
         return mb + max((working_set(self.cards, name) for name in cards), default=0) <= capacity
 
-    def release_outside(self, device: str) -> None:
+    def release_helper_reservation(self, device: str) -> None:
         """That memory is free again (the helper stopped)."""
-        if self._outside.pop(device, None) is not None:
+        if self._helper_reserved.pop(device, None) is not None:
             self._cap(device)
 
-    def _take_back(self, device: str) -> None:
-        held = self._outside.pop(device, None)
+    def _reclaim_helper_memory(self, device: str) -> None:
+        """Stop the compile helper and take its reserved memory back for a call."""
+        held = self._helper_reserved.pop(device, None)
         if held is not None:
             log.info("stopping the compile helper: a call on %s needs its %d MB", device, held[0])
             held[1]()
@@ -304,8 +316,8 @@ class ModelManager:
         _empty_cache()  # blocks cached by earlier calls count as held until returned
         if self._evict_until(entry.device, capacity, self._needed_mb(entry), keep=entry):
             return
-        if entry.device in self._outside:
-            self._take_back(entry.device)
+        if entry.device in self._helper_reserved:
+            self._reclaim_helper_memory(entry.device)
             if self._in_use_mb(entry.device) + self._needed_mb(entry) <= capacity:
                 return
         in_use, needed = self._in_use_mb(entry.device), self._needed_mb(entry)
@@ -326,7 +338,7 @@ class ModelManager:
         load = self.plan.devices.get(device)
         if load is None or load.budget_mb is None or not device.startswith("cuda"):
             return
-        mb = load.budget_mb + load.device.reserved_mb - self._outside.get(device, (0, None))[0]
+        mb = load.budget_mb + load.device.reserved_mb - self._helper_reserved.get(device, (0, None))[0]
         if self._caps.get(device) != mb:
             self._caps[device] = mb
             self.allocator_cap(device, mb)
@@ -342,7 +354,7 @@ class ModelManager:
         kept for an hf brain) where that is more, and what the compile helper holds there."""
         counted = self.resident_mb(device)
         measured = self.memory_probe(device)
-        outside = self._outside.get(device, (0, None))[0]
+        outside = self._helper_reserved.get(device, (0, None))[0]
         if measured is None:
             return counted + outside
         load = self.plan.devices.get(device)
@@ -390,6 +402,13 @@ class ModelManager:
     @staticmethod
     def _key_on(shared_key: str, device: str) -> str:
         return f"{shared_key}@{device}"
+
+
+def _default_fastpath() -> FastPath:
+    """A fast path of the manager's own, for a manager built without an Orchestrator."""
+    from foundation_models.fastpath import FastPath
+
+    return FastPath()
 
 
 def _move(obj: Any, device: str) -> None:

@@ -63,11 +63,12 @@ class Settings:
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     openai_model: str | None = None
+    inductor_cache_dir: Path | None = None  # the user's TORCHINDUCTOR_CACHE_DIR; None: under cache_dir
 
     def __post_init__(self) -> None:
         if self.weights not in ("hub", "tiny"):
             raise ValueError(f"weights mode must be 'hub' or 'tiny', got {self.weights!r}")
-        for name in ("model_dir", "cache_dir", "session_root"):
+        for name in ("model_dir", "cache_dir", "session_root", "inductor_cache_dir"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value).expanduser())
@@ -81,6 +82,8 @@ class Settings:
             values[name] = env.get(variable, "1").strip().lower() not in OFF
         for name, variable in OPENAI_ENV.items():
             values[name] = env.get(variable) or None
+        chosen = env.get("TORCHINDUCTOR_CACHE_DIR")
+        values["inductor_cache_dir"] = chosen if chosen and not _is_torch_default(chosen) else None
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - known)
         if unknown:
@@ -98,10 +101,23 @@ class Settings:
 
     @property
     def inductor_dir(self) -> Path:
-        """Inductor's on-disk cache of compiled code, under the project's cache (a restart reuses it)."""
-        return self.cache_dir / "inductor"
+        """Inductor's on-disk cache of compiled code: the user's choice, else under the project's cache, so
+        compiled code survives a reboot with the weights (a restart reuses it)."""
+        return self.inductor_cache_dir or self.cache_dir / "inductor"
 
     @property
     def openai_configured(self) -> bool:
         """Whether an OpenAI-compatible server was configured (the default brain is then ``openai``)."""
         return bool(self.openai_api_key or self.openai_base_url)
+
+
+def _is_torch_default(path: str) -> bool:
+    """Torch writes its own /tmp default into TORCHINDUCTOR_CACHE_DIR when its compiler is imported; that value
+    is not the user's choice."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return False
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    return os.path.abspath(path) == os.path.abspath(default_cache_dir())

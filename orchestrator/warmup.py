@@ -1,7 +1,7 @@
 """Warm-up ahead of serving: load every model of the --load cards, call each tool, fill inductor's disk cache.
 
 A tool's first call loads its models and runs eager; on CUDA the second captures CUDA graphs and queues a
-background ``torch.compile`` of the diffusion blocks (foundation_models/fast_unet.py). ``warm_up`` makes those
+background ``torch.compile`` of the diffusion blocks (foundation_models/fastpath/). ``warm_up`` makes those
 calls on a drawn picture (and its edge map, for the ControlNets, which refuse a colour picture, and as the
 inpainting mask), waits for the compiler and calls each tool again, round after round while those calls queue
 more compiles, then times one more call of each tool: the speed a served request gets. Compiled code lands under ``$VISUAL_ORCHESTRATOR_CACHE/inductor``, so a
@@ -14,7 +14,6 @@ server started later on the same cache is ready in 10-25 s instead of about a mi
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import threading
 import time
@@ -100,7 +99,7 @@ def warm_up(
     """Call every tool of the orchestrator (or only ``tools``) as described in the module docstring.
 
     ``report`` receives a line per step (the CLI prints them); ``compiler`` is the background compiler to wait
-    for (default: ``foundation_models.fast_unet.background_compiler()``). Tool failures end up in the rows;
+    for (default: the orchestrator's, ``orchestrator.fastpath.compiler``). Tool failures end up in the rows;
     an unknown tool name raises SpecError.
     """
     say = report or (lambda line: None)
@@ -112,7 +111,7 @@ def warm_up(
     fast = _fast_path_on(orchestrator, [t.card for t in selected])
     out.compile_ahead = on_cuda and fast
     out.note = _note(on_cuda, fast)
-    out.inductor_cache = _inductor_cache(prepare=out.compile_ahead)
+    out.inductor_cache = _inductor_cache(orchestrator, prepare=out.compile_ahead)
     with tempfile.TemporaryDirectory(prefix="visual-orchestrator-warmup-") as folder:
         session = orchestrator.new_session(folder)
         drawing = synthetic_picture()
@@ -125,8 +124,9 @@ def warm_up(
         # First call: load + eager; the second captures graphs and queues the compile (one call without it).
         _call_all(session, selected, samples, out.rows, calls=2 if fast else 1, first=True, say=say)
         if out.compile_ahead:
-            out.timed_out = not _compile_everything(session, selected, samples, out.rows, compiler,
-                                                    started + timeout, say)  # fmt: skip
+            out.timed_out = not _compile_everything(session, selected, samples, out.rows,
+                                                    compiler or orchestrator.fastpath.compiler, started + timeout,
+                                                    say)  # fmt: skip
             if out.timed_out:
                 out.note = (f"The background compile did not finish within {timeout:g} s; what it compiled so "
                             "far is cached: run warmup again or give it a longer --timeout.")  # fmt: skip
@@ -237,10 +237,9 @@ def edge_map(picture: Image.Image) -> Image.Image:
 
 def _fast_path_on(orchestrator: Orchestrator, cards: list[str]) -> bool:
     """The fast path and its compiler are on for these cards (options, --no-fast/--no-compile, environment)."""
-    from foundation_models.fast_unet import compile_enabled, fast_enabled
-
+    fastpath = orchestrator.fastpath
     options = [orchestrator.card_options(card) for card in cards]
-    return all(fast_enabled(o.get("fast")) and compile_enabled(o.get("compile")) for o in options)
+    return all(fastpath.fast_for(o) and fastpath.compile_for(o) for o in options)
 
 
 def _note(on_cuda: bool, fast: bool) -> str:
@@ -253,14 +252,11 @@ def _note(on_cuda: bool, fast: bool) -> str:
     return "Compiled ahead: a server started on this cache finds the compiled code on disk (see the folder below)."
 
 
-def _inductor_cache(prepare: bool) -> str:
+def _inductor_cache(orchestrator: Orchestrator, prepare: bool) -> str:
     """Where inductor keeps its compiled code (with ``prepare``, also point it there before anything compiles)."""
-    from foundation_models import fast_unet
-
     if prepare:
-        fast_unet.use_project_inductor_cache()
-        return os.environ.get("TORCHINDUCTOR_CACHE_DIR") or fast_unet.inductor_cache_dir()
-    return fast_unet.inductor_cache_dir()
+        orchestrator.fastpath.use_inductor_cache()
+    return str(orchestrator.fastpath.cache_dir)
 
 
 def _call_all(session: Session, tools: list[Tool], samples: dict[str, dict[str, Any]], rows: list[Row],
@@ -298,10 +294,6 @@ def _compile_everything(session: Session, tools: list[Tool], samples: dict[str, 
     """Wait for the compiler, call every tool again, and repeat while those calls queue more compiles: a call
     captures graphs of what was compiled, and a tool whose graph capture was put off (the compiler was busy)
     queues its compile only on a later call. False when ``deadline`` passes first."""
-    if compiler is None:
-        from foundation_models import fast_unet
-
-        compiler = fast_unet.background_compiler()
     for _ in range(MAX_ROUNDS):
         if compiler.busy():
             say(

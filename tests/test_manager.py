@@ -10,9 +10,10 @@ from typing import Annotated
 
 import torch
 
-from foundation_models.compile_helper import HELPER_OVERHEAD_MB
 from foundation_models.family import Family
-from foundation_models.fast_unet import REGIONS, BackgroundCompiler
+from foundation_models.fastpath.compiler import BackgroundCompiler
+from foundation_models.fastpath.helper import HELPER_OVERHEAD_MB
+from foundation_models.fastpath.regions import REGIONS
 from orchestrator.cards import parse_cards
 from orchestrator.devices import CPU, cuda_device
 from orchestrator.engine import Orchestrator
@@ -225,15 +226,18 @@ def test_the_compile_helpers_memory_counts_in_the_budget(tmp_path):
     with orch.manager.use("A"):
         pass
     stopped = []
-    assert not orch.manager.could_hold("cuda:0", 600) and orch.manager.could_hold("cuda:0", 500)
-    assert not orch.manager.hold_outside("cuda:0", 600, lambda: stopped.append(1)), "A (2100) + 600 > 2600"
-    assert orch.manager.hold_outside("cuda:0", 400, lambda: stopped.append(1))
+    fits = orch.manager.fits_beside_largest_call
+    assert not fits("cuda:0", 600) and fits("cuda:0", 500)
+    assert not orch.manager.reserve_for_helper("cuda:0", 600, lambda: stopped.append(1)), (
+        "A (2100) + 600 > 2600"
+    )
+    assert orch.manager.reserve_for_helper("cuda:0", 400, lambda: stopped.append(1))
     assert states(orch) == {"A": "resident", "C": "offloaded"}, "C, least recently used, made way for it"
     assert caps[-1] == 2200 and not stopped
     with orch.manager.use("C"):  # 2100 + 400 held: C's 500 needs A out of the way, not the helper's memory
         pass
     assert states(orch) == {"A": "offloaded", "C": "resident"} and not stopped
-    orch.manager.release_outside("cuda:0")
+    orch.manager.release_helper_reservation("cuda:0")
     assert caps[-1] == 2600
     with orch.manager.use("A"):
         pass
@@ -244,19 +248,18 @@ def test_no_room_for_the_helper_beside_a_model_in_use(tmp_path):
     """A model running now cannot be evicted: the helper gets no room rather than a cap below what is in use."""
     orch, caps = helper_budget(tmp_path, extra=300)  # A's 2100 + 300 beyond the weights, while it runs
     with orch.manager.use("A"):
-        assert not orch.manager.hold_outside("cuda:0", 400, lambda: None), "2400 in use + 400 > 2600"
+        assert not orch.manager.reserve_for_helper("cuda:0", 400, lambda: None), "2400 in use + 400 > 2600"
     assert caps == [2600], "the allocator's cap never went below what A was using"
-    assert orch.manager.hold_outside("cuda:0", 400, lambda: None), "A done: it can make way now"
+    assert orch.manager.reserve_for_helper("cuda:0", 400, lambda: None), "A done: it can make way now"
     assert states(orch)["A"] == "offloaded" and caps[-1] == 2200
 
 
 def test_the_background_compiler_holds_the_helpers_room_through_the_manager(tmp_path):
     orch, caps = helper_budget(tmp_path, budget=3000)
-    compiler = BackgroundCompiler(regions=REGIONS)
-    compiler.room = orch.manager
-    assert compiler._hold("cuda:0", torch.nn.Linear(4, 4))  # weights ~0: the helper's overhead alone
+    compiler = BackgroundCompiler(regions=REGIONS, budget=orch.manager)
+    assert compiler.reservations.reserve("cuda:0", torch.nn.Linear(4, 4))  # weights ~0: the overhead alone
     assert caps[-1] == 3000 - HELPER_OVERHEAD_MB
-    compiler._release_held()
+    compiler.reservations.release_all()
     assert caps[-1] == 3000
 
 
@@ -265,10 +268,10 @@ def test_a_call_that_cannot_fit_beside_the_helper_stops_it(tmp_path):
     longer fits after every eviction takes the helper's memory back, and an OOM does the same."""
     orch, caps = helper_budget(tmp_path, extra=300)
     stopped = []
-    assert orch.manager.hold_outside("cuda:0", 400, lambda: stopped.append("A"))
+    assert orch.manager.reserve_for_helper("cuda:0", 400, lambda: stopped.append("A"))
     with orch.manager.use("A"):  # 300 + 400 + 2100 > 2600 even with nothing else resident
         assert stopped == ["A"] and caps[-1] == 2600
-    assert orch.manager.hold_outside("cuda:0", 100, lambda: stopped.append("OOM"))
+    assert orch.manager.reserve_for_helper("cuda:0", 100, lambda: stopped.append("OOM"))
     orch.manager.free_memory(["cuda:0"])
     assert stopped == ["A", "OOM"] and caps[-1] == 2600
 
@@ -336,16 +339,14 @@ def test_a_failing_load_is_an_error_and_can_be_retried(tmp_path):
 
 def test_models_are_built_while_the_background_compiler_cannot_trace(tmp_path):
     """Building a model changes torch's process-wide default dtype for a moment (transformers does); the compiler's
-    tracing saves and restores it, so the two take turns on fast_unet.GLOBAL_STATE."""
-    from foundation_models import fast_unet
+    tracing saves and restores it, so the two take turns on torch_state.TORCH_GLOBALS."""
+    from foundation_models.fastpath.torch_state import TORCH_GLOBALS
 
     held: list[bool] = []
 
     class Watching(FakeFamily):
         def load(self, ctx):
-            probe = threading.Thread(
-                target=lambda: held.append(not fast_unet.GLOBAL_STATE.acquire(blocking=False))
-            )
+            probe = threading.Thread(target=lambda: held.append(not TORCH_GLOBALS.acquire(blocking=False)))
             probe.start()
             probe.join()
             return super().load(ctx)

@@ -17,14 +17,13 @@ import numpy as np
 import pytest
 from served_app import free_port
 
-from foundation_models import fast_unet
 from foundation_models.family import Family, family_module
 from orchestrator import cli
 from orchestrator.cards import load_cards, parse_cards
 from orchestrator.cli import warmup as cli_warmup
 from orchestrator.devices import CPU, cuda_device
 from orchestrator.engine import Orchestrator
-from orchestrator.settings import Settings
+from orchestrator.settings import SWITCHES, Settings
 from orchestrator.toolbox import all_tools
 from orchestrator.toolbox.control import MAX_GREY_CHROMA
 from orchestrator.tools import Param, Tool
@@ -157,7 +156,7 @@ class FakeCompiler:
 
 @pytest.fixture(autouse=True)
 def fast_path_defaults(monkeypatch):
-    for name in (fast_unet.ENV_FLAG, fast_unet.COMPILE_FLAG, "TORCHINDUCTOR_CACHE_DIR"):
+    for name in (SWITCHES["fast"], SWITCHES["compile"], "TORCHINDUCTOR_CACHE_DIR"):
         monkeypatch.delenv(name, raising=False)  # restored afterwards: warm_up points inductor at our cache
 
 
@@ -240,7 +239,7 @@ def test_without_the_compiler_each_tool_is_called_once_and_nothing_is_waited_for
 def test_a_compile_that_outlasts_the_timeout_exits_1(tmp_path, monkeypatch, capsys):
     compiler = FakeCompiler(finishes=False)
     orch, calls = fake_orchestrator("cuda:0", tmp_path, compiler)
-    monkeypatch.setattr(fast_unet, "background_compiler", lambda: compiler)
+    orch.fastpath.compiler = compiler  # the compiler the CLI's warm-up waits for: the orchestrator's own
     monkeypatch.setattr(cli_warmup, "orchestrator_from_args", lambda args: orch)
     assert cli.main(["warmup", "--load", "Painter_cuda:0", "--timeout", "5"]) == 1
     captured = capsys.readouterr()

@@ -1,5 +1,5 @@
-"""Regional compilation, the text encoder's graph and the scheduler without host syncs (fast_unet.py,
-fast_scheduler.py), on CPU.
+"""Regional compilation, the text encoder's graph and the scheduler without host syncs (fastpath/regions.py,
+pipelines.py, scheduler.py), on CPU.
 
 Dynamo traces the real diffusers blocks here (with its "eager" backend: the same tracing, guards and
 recompiles as inductor, without generating kernels); FakeGraphs stands in for CUDA-graph capture. What is
@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_fast_unet import FakeGraphs
+from test_fastpath_graphs import FakeGraphs
 
-from foundation_models import fast_scheduler, fast_unet
-from foundation_models.fast_unet import BackgroundCompiler, RegionForward, graphed, runner_for
+from foundation_models.fastpath import FastPath
+from foundation_models.fastpath import scheduler as fast_scheduler
+from foundation_models.fastpath.compiler import BackgroundCompiler
+from foundation_models.fastpath.graphs import graphed, runner_for, to_channels_last
+from foundation_models.fastpath.pipelines import fast_modules
+from foundation_models.fastpath.regions import REGIONS, RegionForward, outermost
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -77,7 +81,7 @@ def test_each_block_class_and_signature_compiles_once_not_each_block(unet):
     count = DynamoCount()
     runner = runner_for(unet, FakeGraphs())
     unet_calls(unet, BackgroundCompiler(count))
-    blocks = fast_unet.outermost(unet, fast_unet.REGIONS)
+    blocks = outermost(unet, REGIONS)
     assert list(runner.kinds.values()) == ["compiled"] and not runner.compile_failed
     assert {type(b).__name__ for b in blocks} == {"ResnetBlock2D", "Transformer2DModel"}
     assert all(isinstance(b.__dict__["forward"], RegionForward) for b in blocks)
@@ -100,7 +104,7 @@ def test_int8_weights_compile_no_more_graphs_than_float(unet):
     runner_for(quantized, FakeGraphs())
     ints = DynamoCount()
     unet_calls(quantized, BackgroundCompiler(ints))  # and the same outputs as its eager forward
-    assert ints.graphs == floats.graphs < len(fast_unet.outermost(quantized, fast_unet.REGIONS))
+    assert ints.graphs == floats.graphs < len(outermost(quantized, REGIONS))
 
 
 def test_controlnet_and_a_second_unet_reuse_the_compiled_blocks(unet):
@@ -180,10 +184,10 @@ def test_no_memory_to_check_a_job_sends_it_to_the_helper(unet, monkeypatch):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 96.00 MiB")
 
     monkeypatch.setattr(compiler, "compiled_here", full)
-    assert compiler._known_here(runner, leaves, spec, inference=True) is False
+    assert compiler._compiled_here_or_unknown(runner, leaves, spec, inference=True) is False
     monkeypatch.setattr(compiler, "compiled_here", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):  # anything else is a bug, and says so
-        compiler._known_here(runner, leaves, spec, inference=True)
+        compiler._compiled_here_or_unknown(runner, leaves, spec, inference=True)
 
 
 @pytest.mark.parametrize("dynamic", [True, False])
@@ -202,7 +206,7 @@ def test_a_new_latent_size_is_served_by_the_compiled_blocks(unet, dynamic):
 
 
 def test_whole_module_compile_when_there_are_no_blocks():
-    from test_fast_unet import Denoiser
+    from test_fastpath_graphs import Denoiser
 
     count = DynamoCount()
     model = Denoiser().eval()
@@ -245,9 +249,9 @@ def test_text2image_through_every_fast_tier_gives_the_eager_image(tmp_path, monk
     pipe = tiny_pipeline(tmp_path)
     pipe.scheduler = diffusers.UniPCMultistepScheduler.from_config(pipe.scheduler.config)
     count = DynamoCount()
-    compiler = BackgroundCompiler(count)
-    monkeypatch.setattr(fast_unet, "_COMPILER", compiler)
-    for module in fast_unet.fast_modules(pipe):
+    fastpath = FastPath(compile_fn=count)
+    compiler = fastpath.compiler
+    for module in fast_modules(pipe):
         runner_for(module, FakeGraphs())
     solves = []
     monkeypatch.setattr(
@@ -255,7 +259,7 @@ def test_text2image_through_every_fast_tier_gives_the_eager_image(tmp_path, monk
     )
 
     def image(fast):
-        return _Pipeline(pipe, {}, fast=fast, compile=True)._run(
+        return _Pipeline(pipe, {}, fastpath, {"fast": fast, "compile": True})._run(
             4, 7, None, prompt="a cat", height=64, width=64, output_type="np"
         )
 
@@ -273,7 +277,7 @@ def test_text2image_through_every_fast_tier_gives_the_eager_image(tmp_path, monk
     assert pipe.vae.decoder.conv_in.weight.is_contiguous(), "the decoder keeps its layout (no gain measured)"
     assert kinds["text"] == ["eager"], "the text encoder replays a graph of its eager forward"
     assert solves, "UniPC's corrector solved without reading its status back"
-    assert all("forward" not in vars(m) for m in fast_unet.fast_modules(pipe))
+    assert all("forward" not in vars(m) for m in fast_modules(pipe))
     assert "step" not in vars(pipe.scheduler) and "set_timesteps" not in vars(pipe.scheduler)
 
 
@@ -287,7 +291,7 @@ def test_pix2pix_ancestral_sampler_with_a_cpu_generator_gives_the_eager_edit(tmp
     photo = Image.new("RGB", (64, 64), (200, 80, 40))
 
     def edit(fast):
-        return _Pipeline(pipe, {}, fast=fast, compile=False)._run(
+        return _Pipeline(pipe, {}, FastPath(), {"fast": fast, "compile": False})._run(
             3, 5, None, prompt="make it blue", image=photo, output_type="np"
         )
 
@@ -337,9 +341,10 @@ def test_channels_last_weights_only_where_graphs_run_and_only_with_the_compiler(
 
     pipe = tiny_pipeline(tmp_path)
     weight = pipe.unet.conv_in.weight
+    fastpath = FastPath()
 
     def image(fast, compile):
-        return _Pipeline(pipe, {}, fast=fast, compile=compile)._run(
+        return _Pipeline(pipe, {}, fastpath, {"fast": fast, "compile": compile})._run(
             3, 7, None, prompt="a cat", height=64, width=64, output_type="np"
         )
 
@@ -356,10 +361,10 @@ def test_channels_last_weights_only_where_graphs_run_and_only_with_the_compiler(
         def accepts(self, tensor):
             return not tensor.requires_grad
 
-    assert not fast_unet.to_channels_last(pipe.unet, CudaOnly()), "a CPU model is left alone"
+    assert not to_channels_last(pipe.unet, CudaOnly()), "a CPU model is left alone"
     pipe.unet.requires_grad_(True)  # as from_pretrained leaves it; calls run under inference mode
-    assert fast_unet.to_channels_last(pipe.unet, NoGrad())
+    assert to_channels_last(pipe.unet, NoGrad())
     assert weight.is_contiguous(memory_format=torch.channels_last)
-    assert not fast_unet.to_channels_last(pipe.unet, NoGrad()), "once"
+    assert not to_channels_last(pipe.unet, NoGrad()), "once"
     with torch.inference_mode():
         assert abs(image(False, True) - expected).max() < 1e-5

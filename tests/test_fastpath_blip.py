@@ -1,4 +1,4 @@
-"""BLIP's fast greedy path (foundation_models/fast_blip.py) gives the answers generate() gives.
+"""BLIP's fast greedy path (foundation_models/fastpath/blip.py) gives the answers generate() gives.
 
 On CPU the static-cache loop runs without CUDA graphs (``graphs=False``); the graph path itself is checked by
 the CUDA test at the end, skipped without a GPU. The tiny checkpoint's vision encoder is initialised at BLIP's
@@ -15,9 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from foundation_models import fast_unet
 from foundation_models.blip import Blip
-from foundation_models.fast_blip import QUESTION_BUCKET, FastGreedy
+from foundation_models.fastpath.blip import QUESTION_BUCKET, FastGreedy
 from foundation_models.tiny import build_tiny_checkpoint
 
 QUESTIONS = ["what color is the sky?", "how many dogs are there", "is it a cat"]
@@ -178,10 +177,20 @@ def test_blip_fast_and_eager_answer_the_same(tiny, images, monkeypatch):
     for image, question in zip(images, QUESTIONS):
         assert fast.answer(image, question) == eager.answer(image, question)
     assert fast.decoder.last_path == "fast"
-    monkeypatch.setenv(fast_unet.ENV_FLAG, "0")
-    assert Blip(tiny["vqa"], tiny["processor"], "vqa", 10).fast is False  # fast=None: the environment decides
-    monkeypatch.setenv(fast_unet.ENV_FLAG, "1")
     assert Blip(tiny["vqa"], tiny["processor"], "vqa", 10).fast is True
+
+
+@pytest.mark.parametrize("env, fast", [("0", False), ("1", True)])
+def test_the_environment_reaches_blip_through_the_orchestrator(tmp_path, monkeypatch, env, fast):
+    from orchestrator.engine import Orchestrator
+    from orchestrator.settings import SWITCHES
+
+    FAST_ENV = SWITCHES["fast"]
+
+    monkeypatch.setenv(FAST_ENV, env)  # read at the edge: Orchestrator(fast=None)
+    orch = Orchestrator("ImageCaptioning_cpu", weights="tiny", session_root=tmp_path)
+    with orch.manager.use("ImageCaptioning") as model:
+        assert model.fast is fast
 
 
 @pytest.mark.parametrize("fast", [True, False])

@@ -1,7 +1,7 @@
 """Fast greedy decoding for BLIP captioning and VQA: a static KV cache and CUDA-graph replay, token by token.
 
-``model.generate`` is bound by the CPU, not the GPU: on an H200 each new token costs 8-17 ms of Python and
-kernel launches, the GPU's share about 1 ms. ``FastGreedy.generate`` returns the token ids that
+``model.generate`` is bound by the CPU, not the GPU: each new token costs far more Python and kernel launches
+than GPU work (docs/benchmarks.md). ``FastGreedy.generate`` returns the token ids that
 ``model.generate(**inputs, max_new_tokens=N)`` returns, in two CUDA graphs per input signature:
 
 1. The first new token (``_first``): the vision encoder (for VQA, then the question through the text encoder with
@@ -18,80 +18,35 @@ kernel launches, the GPU's share about 1 ms. ``FastGreedy.generate`` returns the
 Graphs are captured on a signature's first call (batch, image size, question length rounded up to
 ``QUESTION_BUCKET`` tokens, prompt length, length limit; at most ``MAX_GRAPHS`` kept, the oldest dropped) after an
 eager run on a side stream, and replayed from then on. The padding that rounds a question up is masked in the text
-encoder and, through a pre-hook (``_cross_attention_mask``), in the decoder's cross-attention.
+encoder and, through a pre-hook (``blip_inputs.cross_attention_mask``), in the decoder's cross-attention.
 Whether any row is still going is read back one step late, so the CPU keeps a step queued instead of waiting.
 
 Only plain greedy decoding goes this way (``plain_greedy``): any other generation config, an input it does not
-know, a capture that fails (logged once) or meets the background compiler, a model off CUDA: ``model.generate``.
+know, a capture that fails (logged once) or meets background GPU work, a model off CUDA: ``model.generate``.
 ``graphs=False`` runs the same static-cache loop eagerly on any device (the tests' CPU path). Attention over the
 static length is generate's arithmetic (the slots after the current one weigh exactly 0) in another summation
-order, so the ids could differ where two logits tie to within rounding (equal on the H200 with random weights).
+order, so the ids could differ where two logits tie to within rounding.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
-from .fast_unet import WeightWatch, reason
+from .blip_inputs import Inputs, additive, cross_attention_mask, plain_greedy
+from .graphs import WeightWatch
+from .memory import reason
+from .torch_state import capture_allowed
 
 log = logging.getLogger(__name__)
 
 MAX_GRAPHS = 16  # input signatures kept (VQA: question bucket and limit); the oldest is dropped first
 # VQA questions are padded to a multiple of this many tokens so that questions of different lengths share one
-# signature: each new one costs a capture (80-190 ms on the H200) and 60-90 MB of graph memory.
+# signature: each new one costs a capture and its graph memory.
 QUESTION_BUCKET = 16
 INPUTS = {"pixel_values", "input_ids", "attention_mask", "interpolate_pos_encoding"}
-
-# GenerationConfig fields, and the values at which generate() decodes plain greedy: no logits processor, no
-# stopping criterion besides the length limit and eos, a tensor of ids for an answer (generation/utils.py).
-NEUTRAL: dict[str, tuple[Any, ...]] = {
-    "do_sample": (None, False), "num_beams": (None, 1), "num_beam_groups": (None, 1),
-    "num_return_sequences": (None, 1), "penalty_alpha": (None, 0), "constraints": (None,),
-    "force_words_ids": (None,), "guidance_scale": (None, 1), "sequence_bias": (None,),
-    "repetition_penalty": (None, 1), "encoder_repetition_penalty": (None, 1), "no_repeat_ngram_size": (None, 0),
-    "encoder_no_repeat_ngram_size": (None, 0), "bad_words_ids": (None,), "min_length": (None, 0),
-    "min_new_tokens": (None, 0), "forced_bos_token_id": (None,), "forced_eos_token_id": (None,),
-    "remove_invalid_values": (None, False), "exponential_decay_length_penalty": (None,),
-    "suppress_tokens": (None,), "begin_suppress_tokens": (None,), "watermarking_config": (None,),
-    "renormalize_logits": (None, False), "max_time": (None,), "stop_strings": (None,),
-    "prompt_lookup_num_tokens": (None,), "assistant_early_exit": (None,), "use_mtp": (None, False),
-    "token_healing": (None, False), "return_dict_in_generate": (None, False),
-}  # fmt: skip
-
-
-def plain_greedy(config: Any) -> bool:
-    """Whether generate() with this GenerationConfig is argmax, token by token, and nothing else."""
-    for name, neutral in NEUTRAL.items():
-        value = getattr(config, name, None)
-        if not any(value is n or (type(value) in (bool, int, float) and value == n) for n in neutral):
-            return False
-    return str(getattr(config.get_generation_mode(), "value", "")) == "greedy_search"
-
-
-@dataclass
-class Inputs:
-    """What the first new token is computed from, prepared as generate() prepares it."""
-
-    pixels: Any  # (B, 3, H, W)
-    question: Any  # VQA: (B, Q) the question's ids, padded to its bucket; None for captions
-    question_mask: Any  # VQA: (B, 1, 1, Q) additive, over the question's own padding and the bucket's
-    cross_mask: Any  # VQA: (B, 1, 1, Q) additive, the decoder's: over the bucket's padding only
-    prompt: Any  # (B, P) the decoder's prompt
-    prompt_mask: Any  # (B, P) bool, False at padding
-    positions: Any  # (B, P) the prompt's position ids
-    interpolate: bool
-
-    def tensors(self) -> list[Any]:
-        return [v for v in self._values() if hasattr(v, "shape")]
-
-    def clone(self) -> Inputs:
-        return Inputs(*(v.clone() if hasattr(v, "shape") else v for v in self._values()))
-
-    def _values(self) -> list[Any]:
-        return [getattr(self, f.name) for f in fields(self)]
 
 
 @dataclass
@@ -138,7 +93,7 @@ class FastGreedy:
         self._stream: Any = None
         self._weights = WeightWatch(model)
         self._warned = False
-        self._cross_mask = _cross_attention_mask(model) if self._vqa else None
+        self._cross_mask = cross_attention_mask(model) if self._vqa else None
         self.bucket = QUESTION_BUCKET if self._cross_mask is not None else 1  # questions padded to this
 
     def clear(self) -> None:
@@ -313,7 +268,7 @@ class FastGreedy:
 
     def _forward(self, b: Buffers, ids: Any, positions: Any, allowed: Any) -> Any:
         mask = additive(allowed, b.encoder_states.dtype)[:, None]  # 4-D, as create_causal_mask makes it
-        if self._cross_mask is not None:  # the decoder's cross-attentions read it (_cross_attention_mask)
+        if self._cross_mask is not None:  # the decoder's cross-attentions read it (cross_attention_mask)
             self._cross_mask.value = b.inputs.cross_mask
         try:
             out = self.model.text_decoder(input_ids=ids, position_ids=positions, attention_mask=mask,
@@ -367,15 +322,14 @@ class FastGreedy:
 
     def _capture(self, key: tuple, b: Buffers, steps: int) -> bool:
         """Run the first token and the first step on a side stream (this call's answer so far, and the warm-up),
-        then capture both; False when that fails or the background compiler is busy (capturing beside it is
-        unsafe, fast_unet.py): this call then goes to generate()."""
+        then capture both; False when that fails or background GPU work is under way (no capture beside it:
+        torch_state.py): this call then goes to generate()."""
+        with capture_allowed() as allowed:
+            return allowed and self._capture_now(key, b, steps)
+
+    def _capture_now(self, key: tuple, b: Buffers, steps: int) -> bool:
         import torch
 
-        from .fast_unet import background_compiler
-
-        lock = background_compiler().lock
-        if not lock.acquire(blocking=False):
-            return False
         try:
             device = b.ids.device
             if self._stream is None or self._stream.device != device:
@@ -401,8 +355,6 @@ class FastGreedy:
                     "CUDA graph capture of the BLIP decoder failed; it uses generate(): %s", reason(exc)
                 )
             return False
-        finally:
-            lock.release()
         return True
 
     def _graph(self, run: Any) -> Any:
@@ -413,49 +365,3 @@ class FastGreedy:
             run()
         self._pool = graph.pool()  # one pool for all: the graphs never run at the same time
         return graph
-
-
-class _CrossMask:
-    """The decoder's mask over the question for the call under way (None outside FastGreedy's calls)."""
-
-    value: Any = None
-
-
-_HOLDER = "_visual_orchestrator_cross_mask"
-
-
-def _cross_attention_mask(model: Any) -> _CrossMask | None:
-    """A holder whose mask the decoder's cross-attentions apply, made once per model; None where the modules are
-    not there (then questions are not padded to buckets).
-
-    transformers 5.24's ``BlipTextAttention`` hands its mask to ``BlipTextSelfAttention`` as ``attention_mask``,
-    which a cross-attention replaces with its ``encoder_attention_mask`` argument, never given: a mask passed to
-    ``text_decoder`` is dropped. A forward pre-hook on each cross-attention gives it the holder's mask. The holder
-    is kept on the modules themselves, so a deep copy of the model gets hooks that read its own copy."""
-    decoder = model.text_decoder
-    if _HOLDER in decoder.__dict__:
-        return decoder.__dict__[_HOLDER]
-    layers = [m for n, m in decoder.named_modules() if n.endswith("crossattention.self")]
-    if not layers:
-        return None
-    holder = _CrossMask()
-    for module in (decoder, *layers):
-        object.__setattr__(module, _HOLDER, holder)
-    for layer in layers:
-        layer.register_forward_pre_hook(_give_cross_mask, with_kwargs=True)
-    return holder
-
-
-def _give_cross_mask(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-    mask = module.__dict__[_HOLDER].value
-    if mask is not None and kwargs.get("encoder_hidden_states") is not None:
-        kwargs["encoder_attention_mask"] = mask
-    return args, kwargs
-
-
-def additive(allowed: Any, dtype: Any) -> Any:
-    """0 where attention is allowed, the dtype's minimum elsewhere: the masks transformers makes for eager."""
-    import torch
-
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
-    return mask.masked_fill_(~allowed, torch.finfo(dtype).min)

@@ -1,23 +1,15 @@
 """Compile ahead in a helper process, so that serving never shares its CUDA context with a cold compile.
 
-On the H200, Text2Image called back to back while its UNet compiled in the same process stalled for 1-4 s
-about one call in four or five (p90 1.4-2.0 s against 0.28 s); with the same compile in another process it
-never did (p90 0.288 s, max 0.48 s; benchmarks/results/2026-11-29-h200-serving-beside.txt). So the background
-compiler first hands each job to this helper: it builds the module again from its diffusers config (random
-weights: compiled code does not depend on their values), compiles the same regions for the same input
-signature, and runs them once, which fills inductor's and AOT autograd's on-disk caches. The compile in the
-serving process then finds every graph there and only traces and loads (on CPU, a tiny UNet: 37.5 s cold,
-5.0 s after the helper; 8 of 8 graphs from the cache).
+A cold compile in the serving process stalls its calls for seconds at a time (they share one CUDA context;
+docs/benchmarks.md). So the background compiler first hands each CUDA job to this helper: it builds the module
+again from its diffusers config (random weights: compiled code does not depend on their values), compiles the
+same regions for the same input signature and runs them once, which fills inductor's and AOT autograd's on-disk
+caches. The compile in the serving process then finds every graph there and only traces and loads.
 
-The helper is one long-lived child process (``python -m foundation_models.compile_helper``), started on the
+The helper is one long-lived child process (``python -m foundation_models.fastpath.helper``), started on the
 first job; jobs and answers are pickled over its stdin and stdout. Anything it cannot do (a module without a
-diffusers config, int8 weights, a crash, a timeout) only means the serving process compiles that job itself,
-as it did before. ``VISUAL_ORCHESTRATOR_COMPILE_HELPER=0`` turns it off.
-
-Under a VRAM budget (``--max-vram``) the helper's memory is counted: before it starts on a job the background
-compiler asks the model manager for room (``helper_need_mb``), and the manager evicts models for it, or says no
-(the job waits for a later call; or is compiled here if the budget could never hold the helper), or later takes
-the memory back for a call (``CompileHelper.let_go``; that job waits too).
+diffusers config, int8 weights, a crash, a timeout) only means the serving process compiles that job itself.
+Under a VRAM budget its memory is counted in the budget (budget.py).
 """
 
 from __future__ import annotations
@@ -33,14 +25,17 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .inductor import active_cache_dir, inductor_compile, use_inductor_cache
+from .regions import RegionCompiler
+
 log = logging.getLogger(__name__)
 
-ENV_FLAG = "VISUAL_ORCHESTRATOR_COMPILE_HELPER"
-TIMEOUT_S = 1800.0  # one job (a cold SD1.5 UNet takes about 50 s on an H200)
+TIMEOUT_S = 1800.0  # one job; a cold SD1.5 UNet takes a small fraction of it
 # What the helper holds on the GPU beyond twice the model's weights (the weights and one call's activations):
 # its CUDA context, cuBLAS/cuDNN workspaces and inductor's timing buffers.
 HELPER_OVERHEAD_MB = 768
@@ -67,10 +62,6 @@ class Job:
     inference: bool
     regions: tuple[str, ...]
     dynamic: bool
-
-
-def helper_enabled() -> bool:
-    return os.environ.get(ENV_FLAG, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def set_owner(module: Any, owner: Any, attr: str) -> None:
@@ -136,22 +127,24 @@ def describe(leaves: list[Any]) -> list[Any]:
 
 
 class CompileHelper:
-    """The parent's side: one child process, one job at a time (the background compiler's thread calls it)."""
+    """The parent's side: one child process, one job at a time (the background compiler's thread calls it).
+    ``cache_dir`` is inductor's cache the child fills (None: torch's own choice)."""
 
-    def __init__(self, timeout_s: float = TIMEOUT_S):
+    def __init__(self, cache_dir: Path | None = None, timeout_s: float = TIMEOUT_S):
+        self.cache_dir = cache_dir
         self.timeout_s = timeout_s
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
         self.broken = False  # after a crash or a timeout: the serving process compiles by itself from then on
-        self._letting_go = False  # the helper is being stopped on purpose (its memory is wanted for a call)
+        self._stopping_for_memory = False  # the helper is being stopped on purpose (a call wants its memory)
         self._told: set[str] = set()
 
     def prepare(self, module: Any, leaves: list[Any], spec: Any, inference: bool, regions: tuple[str, ...],
-                dynamic: bool, room: Any = None) -> bool:  # fmt: skip
+                dynamic: bool, reserve_memory: Callable[[], bool] | None = None) -> bool:  # fmt: skip
         """Compile this module's forward for these inputs in the helper; True when it did (the caches hold it).
 
-        ``room()``, when given, is asked before the helper works on the job (not for a job the cache holds
-        already): False means no memory for it (the caller decides whether to compile here or later)."""
+        ``reserve_memory()``, when given, is asked before the helper works on the job (not for a job the cache
+        holds already): False means no memory for it (the caller decides whether to compile here or later)."""
         recipe = recipe_for(module)
         if recipe is None or self.broken:
             if recipe is None and type(module).__name__ not in self._told:
@@ -165,11 +158,11 @@ class CompileHelper:
         except Exception as exc:  # an input that does not pickle: compile here
             log.debug("compile helper: cannot send %s: %s", type(module).__name__, exc)
             return False
-        done = _marker(payload, leaves)
+        done = self._marker(payload, leaves)
         if done.exists():  # compiled before, into this cache: the compile here finds it without the helper
             return True
         with self._lock:
-            if room is not None and not room():
+            if reserve_memory is not None and not reserve_memory():
                 return False
             started = time.perf_counter()
             answer = self._ask(payload)
@@ -189,12 +182,12 @@ class CompileHelper:
         with self._lock:
             self._stop()
 
-    def let_go(self) -> None:
+    def stop_to_free_memory(self) -> None:
         """Stop the helper now, from any thread, to give its GPU memory back (a call needs it). The job it was
-        on is compiled in the serving process instead; the next job starts the helper again."""
+        on waits for a later call; the next job starts the helper again."""
         proc = self._proc
         if proc is not None and proc.poll() is None:
-            self._letting_go = True
+            self._stopping_for_memory = True
             proc.kill()
 
     def _ask(self, payload: bytes) -> dict | None:
@@ -210,34 +203,30 @@ class CompileHelper:
             finally:
                 timer.cancel()
         except Exception as exc:
-            if self._letting_go:
+            if self._stopping_for_memory:
                 log.info("compile helper stopped to give its memory to a call; compiling this job here")
             else:
                 self.broken = True
                 log.warning("compile helper stopped (%s); compiling in this process from now on", exc)
-            self._letting_go = False
+            self._stopping_for_memory = False
             self._stop()
             return None
 
     def _start(self) -> subprocess.Popen:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
-        self._letting_go = False
-        from .fast_unet import inductor_cache_dir, use_project_inductor_cache
-
-        use_project_inductor_cache()  # the child inherits the cache folder through the environment
-        log_path = Path(inductor_cache_dir()) / "compile-helper.log"
+        self._stopping_for_memory = False
+        use_inductor_cache(self.cache_dir)  # the child inherits the cache folder through the environment
+        log_path = active_cache_dir(self.cache_dir) / "compile-helper.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         if log_path.exists() and log_path.stat().st_size > 8 << 20:
             log_path.unlink()  # only the last runs matter
-        root = str(Path(__file__).resolve().parents[1])
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
-        }
+        root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ)  # passed on as it is, but for this package on the child's import path
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         with open(log_path, "ab") as stderr:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "foundation_models.compile_helper"],
+                [sys.executable, "-m", "foundation_models.fastpath.helper"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env,
             )  # fmt: skip
         return self._proc
@@ -248,19 +237,16 @@ class CompileHelper:
             self._proc.wait()
             self._proc = None
 
+    def _marker(self, payload: bytes, leaves: list[Any]) -> Path:
+        """The file that says this job went through the helper into the current inductor cache (it lives there,
+        so emptying the cache forgets it), for this torch and this GPU model."""
+        import torch
 
-def _marker(payload: bytes, leaves: list[Any]) -> Path:
-    """The file that says this job went through the helper into the current inductor cache (it lives there, so
-    emptying the cache forgets it), for this torch and this GPU model."""
-    import torch
-
-    from .fast_unet import inductor_cache_dir, use_project_inductor_cache
-
-    use_project_inductor_cache()  # the folder the compile here will use
-    device = next((x.device for x in leaves if isinstance(x, torch.Tensor)), None)
-    gpu = torch.cuda.get_device_name(device) if device is not None and device.type == "cuda" else "cpu"
-    digest = hashlib.sha256(payload + f"|{torch.__version__}|{gpu}".encode()).hexdigest()[:32]
-    return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or inductor_cache_dir()) / "compile-helper" / digest
+        use_inductor_cache(self.cache_dir)  # the folder the compile here will use
+        device = next((x.device for x in leaves if isinstance(x, torch.Tensor)), None)
+        gpu = torch.cuda.get_device_name(device) if device is not None and device.type == "cuda" else "cpu"
+        digest = hashlib.sha256(payload + f"|{torch.__version__}|{gpu}".encode()).hexdigest()[:32]
+        return active_cache_dir(self.cache_dir) / "compile-helper" / digest
 
 
 def _read(stream: Any, size: int) -> bytes:
@@ -279,7 +265,7 @@ class _Worker:
         self.key: Any = None
         self.module: Any = None
         self.compiled: Any = None
-        self.compiler: Any = None
+        self.regions: RegionCompiler | None = None
 
     def run(self, job: Job) -> dict:
         import torch
@@ -308,8 +294,6 @@ class _Worker:
     def _build(self, job: Job, device: Any) -> None:
         import torch
 
-        from . import fast_unet
-
         key = (job.recipe, str(device), job.regions, job.dynamic)
         if key == self.key:
             return
@@ -326,12 +310,9 @@ class _Worker:
         module.to(getattr(torch, job.recipe.dtype)).eval().requires_grad_(job.recipe.requires_grad)
         if job.recipe.channels_last:
             module.to(memory_format=torch.channels_last)
-        if self.compiler is None or (self.compiler.regions, self.compiler.dynamic) != (
-            job.regions,
-            job.dynamic,
-        ):
-            self.compiler = fast_unet.BackgroundCompiler(regions=job.regions, dynamic=job.dynamic)
-        self.compiled = self.compiler.compiled_forward(type(module).forward.__get__(module))
+        if self.regions is None or (self.regions.classes, self.regions.dynamic) != (job.regions, job.dynamic):
+            self.regions = RegionCompiler(inductor_compile, job.regions, job.dynamic)
+        self.compiled = self.regions.compiled_forward(type(module).forward.__get__(module))
         self.key, self.module = key, module
 
 

@@ -1,8 +1,7 @@
 """The scheduler's share of a fast step: no host synchronisation between two UNet launches.
 
-With the UNet replayed from a CUDA graph (fast_unet.py) a guided SD1.5 step costs the GPU about 7 ms on an
-H200, and the CPU needs well under that to launch it and run the scheduler, so the CPU can stay ahead and the
-GPU never waits. A single host synchronisation per step breaks that: the CPU stops until the GPU has finished
+With the UNet replayed from a CUDA graph (graphs.py) the CPU needs less time to launch a step and run the
+scheduler than the GPU needs to run it, so the CPU can stay ahead and the GPU never waits. A single host synchronisation per step breaks that: the CPU stops until the GPU has finished
 the UNet, and the GPU then idles while the CPU works through the scheduler's Python and launches the next
 step. diffusers' multistep schedulers synchronise several times per step:
 
@@ -13,8 +12,8 @@ step. diffusers' multistep schedulers synchronise several times per step:
 * the ancestral samplers draw their noise with the caller's CPU generator and copy it over, blocking.
 
 ``scheduler_on_device`` removes all three, for the length of a pipeline call, without changing any result:
-the sigma table follows the timesteps to the GPU (the same arithmetic, on the GPU: pixels move by at most
-0.004, measured on the H200), and within ``step`` a thread-local ``TorchFunctionMode`` turns ``linalg.solve``
+the sigma table follows the timesteps to the GPU (the same arithmetic, on the GPU: pixels move within
+rounding), and within ``step`` a thread-local ``TorchFunctionMode`` turns ``linalg.solve``
 into ``linalg.solve_ex`` (same answer, status left on the device: UniPC's matrices are Vandermonde ones of
 distinct nodes, never singular) and blocking host-to-device copies into copies from pinned memory that do
 not wait (same bytes; the pinned buffer is kept until the copy is done).
@@ -85,36 +84,35 @@ def step_without_sync(scheduler: Any) -> Iterator[None]:
     yield from _patch(scheduler, "step", step)
 
 
-_MODE: type | None = None
-
-
 def NoHostSync() -> Any:  # noqa: N802 (a class, made on first use so that importing this needs no torch)
     """A ``TorchFunctionMode`` that turns the host synchronisations of a scheduler step into asynchronous
     equivalents with the same results: ``linalg.solve`` without its status check, and blocking CPU-to-GPU
     copies as copies from pinned memory that do not block."""
-    global _MODE
-    if _MODE is None:
-        import torch
-        from torch.overrides import TorchFunctionMode
+    return _no_host_sync_class()()
 
-        class _NoHostSync(TorchFunctionMode):
-            def __torch_function__(
-                self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
-            ) -> Any:
-                kwargs = kwargs or {}
-                if func is torch.linalg.solve and "out" not in kwargs:
-                    return torch.linalg.solve_ex(*args, **kwargs).result
-                if (
-                    func is torch.Tensor.to
-                    and args
-                    and args[0].device.type == "cpu"
-                    and _blocking_to_gpu(args, kwargs)
-                ):
-                    return args[0].pin_memory().to(*args[1:], **{**kwargs, "non_blocking": True})
-                return func(*args, **kwargs)
 
-        _MODE = _NoHostSync
-    return _MODE()
+@functools.cache
+def _no_host_sync_class() -> type:
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    class _NoHostSync(TorchFunctionMode):
+        def __torch_function__(
+            self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
+        ) -> Any:
+            kwargs = kwargs or {}
+            if func is torch.linalg.solve and "out" not in kwargs:
+                return torch.linalg.solve_ex(*args, **kwargs).result
+            if (
+                func is torch.Tensor.to
+                and args
+                and args[0].device.type == "cpu"
+                and _blocking_to_gpu(args, kwargs)
+            ):
+                return args[0].pin_memory().to(*args[1:], **{**kwargs, "non_blocking": True})
+            return func(*args, **kwargs)
+
+    return _NoHostSync
 
 
 def _blocking_to_gpu(args: tuple, kwargs: dict) -> bool:

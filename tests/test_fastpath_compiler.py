@@ -1,4 +1,4 @@
-"""The compiled tier of the fast path (fast_unet.py) on CPU: compiled in the background, then graphed.
+"""The compiled tier of the fast path (fastpath/compiler.py) on CPU: compiled in the background, then graphed.
 
 CUDA graphs and inductor's GPU kernels need a GPU (benchmarks/ measures them); here the FakeGraphs backend
 stands in for capture and replay, and a counting wrapper (or inductor's CPU backend) for the compiler, so
@@ -12,13 +12,16 @@ import logging
 import os
 import shutil
 import threading
+import time
 
 import pytest
 import torch
-from test_fast_unet import Denoiser, FakeGraphs, call, expected
+from test_fastpath_graphs import Denoiser, FakeGraphs, call, expected
 
-from foundation_models import fast_scheduler, fast_unet
-from foundation_models.fast_unet import BackgroundCompiler, compile_enabled, graphed, release, runner_for
+from foundation_models.fastpath import building_models, scheduler
+from foundation_models.fastpath.compiler import MAX_OUT_OF_MEMORY_COMPILES, RETRY_HELPER_S, BackgroundCompiler
+from foundation_models.fastpath.graphs import graphed, release, runner_for
+from foundation_models.fastpath.regions import RegionCompiler, RegionForward
 
 
 class CountingCompile:
@@ -144,19 +147,19 @@ class OutOfMemoryCompile(CountingCompile):
 
 def test_a_compile_out_of_memory_is_put_off_a_few_times_then_given_up(model, caplog):
     runner = runner_for(model, FakeGraphs())
-    compiler = BackgroundCompiler(OutOfMemoryCompile(times=fast_unet.MAX_PUT_OFF))
+    compiler = BackgroundCompiler(OutOfMemoryCompile(times=MAX_OUT_OF_MEMORY_COMPILES))
     with caplog.at_level(logging.INFO):
-        for _ in range(fast_unet.MAX_PUT_OFF):  # each time the next call queues it again
+        for _ in range(MAX_OUT_OF_MEMORY_COMPILES):  # each time the next call queues it again
             run(model, compiler, (4, 4), wait_after=1)
-        assert not runner.compile_failed and runner.put_off == fast_unet.MAX_PUT_OFF
+        assert not runner.compile_failed and runner.out_of_memory_compiles == MAX_OUT_OF_MEMORY_COMPILES
         run(model, compiler, (4, 4, 4), wait_after=1)
     assert not runner.compile_failed and list(runner.kinds.values()) == ["compiled"], "the fourth got through"
-    assert caplog.text.count("put off: out of memory") == fast_unet.MAX_PUT_OFF
+    assert caplog.text.count("put off: out of memory") == MAX_OUT_OF_MEMORY_COMPILES
 
     model2 = Denoiser().eval()
     runner = runner_for(model2, FakeGraphs())
     compiler = BackgroundCompiler(OutOfMemoryCompile(times=99))
-    for _ in range(fast_unet.MAX_PUT_OFF + 1):
+    for _ in range(MAX_OUT_OF_MEMORY_COMPILES + 1):
         run(model2, compiler, (4, 4), wait_after=1)
     assert runner.compile_failed, "a module that never fits stops trying"
 
@@ -166,18 +169,18 @@ def test_a_job_waiting_for_the_helpers_room_is_queued_again_by_a_later_call(mode
     compiler's lock for a minute, and swapped-in models could not capture graphs meanwhile): the job is
     dropped, and the first call after RETRY_HELPER_S queues it again."""
     clock = [1000.0]
-    monkeypatch.setattr(fast_unet.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     runner = runner_for(model, FakeGraphs())
     compile_fn = CountingCompile()
     compiler = BackgroundCompiler(compile_fn)
     waiting = [True]
-    monkeypatch.setattr(compiler, "_ahead", lambda *job: waiting[0])
+    monkeypatch.setattr(compiler, "_compile_in_helper", lambda *job: waiting[0])
     run(model, compiler, (4, 4), wait_after=1)
     assert compile_fn.compiled == 0 and compiler.jobs_submitted == 1 and not runner.submitted
-    assert compiler.waiting_for_room() == fast_unet.RETRY_HELPER_S, "what warmup waits for"
+    assert compiler.waiting_for_room() == RETRY_HELPER_S, "what warmup waits for"
     run(model, compiler, (4, 4, 4))
     assert compiler.jobs_submitted == 1, "within RETRY_HELPER_S no call queues it again"
-    clock[0] += fast_unet.RETRY_HELPER_S
+    clock[0] += RETRY_HELPER_S
     waiting[0] = False  # the room is there now
     run(model, compiler, (4,), wait_after=0)
     run(model, compiler, (4, 4))
@@ -196,7 +199,7 @@ def test_a_compile_cut_short_at_exit_is_not_reported_as_a_failure(model, caplog,
     backend = FakeGraphs()
     runner = runner_for(model, backend)
     compiler = BackgroundCompiler(CountingCompile(fail=True))
-    monkeypatch.setattr(fast_unet.threading, "main_thread", lambda: Exiting)
+    monkeypatch.setattr(threading, "main_thread", lambda: Exiting)
     with caplog.at_level(logging.WARNING):
         run(model, compiler, (3, 3), wait_after=1)
     assert not caplog.records and not runner.compile_failed
@@ -227,13 +230,12 @@ def test_no_capture_while_the_compiler_works(model):
     assert backend.captures == 1
 
 
-def test_a_module_that_is_not_compiled_does_not_capture_while_another_compiles(model, monkeypatch):
-    """The text encoder gets graphs without a compiler of its own; the process's compiler working for the UNet
-    must hold its capture back too (on the H200 such a capture broke both)."""
+def test_a_module_that_is_not_compiled_does_not_capture_while_another_compiles(model):
+    """The text encoder gets graphs without a compiler of its own; a compiler working for the UNet must hold its
+    capture back too (such a capture broke both) — any compiler in the process, even another Orchestrator's."""
     backend = FakeGraphs()
     runner = runner_for(model, backend)
     compiler = BackgroundCompiler(CountingCompile())
-    monkeypatch.setattr(fast_unet, "_COMPILER", compiler)
     with compiler.lock:  # re-entrant: held here as the worker thread would hold it
         held = threading.Event()
         result = {}
@@ -331,11 +333,27 @@ def test_a_new_input_shape_gets_its_own_compile_in_the_background(model):
     assert len(runner.compiled_keys) == 2 and set(runner.kinds.values()) == {"compiled"}
 
 
-def test_compile_flag_from_the_environment(monkeypatch):
-    monkeypatch.setenv(fast_unet.COMPILE_FLAG, "0")
-    assert compile_enabled(None) is False and compile_enabled(True) is True
-    monkeypatch.delenv(fast_unet.COMPILE_FLAG)
-    assert compile_enabled(None) is True and compile_enabled(False) is False
+def test_compile_flag_from_the_environment(monkeypatch, tmp_path):
+    from orchestrator.engine import Orchestrator
+    from orchestrator.settings import SWITCHES
+
+    COMPILE_ENV = SWITCHES["compile"]
+
+    def fastpath():  # the environment is read at the edge, by the Orchestrator
+        return Orchestrator("Text2Image_cpu", weights="tiny", session_root=tmp_path).fastpath
+
+    monkeypatch.setenv(COMPILE_ENV, "0")
+    assert fastpath().compile_for({}) is False and fastpath().compile_for({"compile": True}) is True
+    monkeypatch.delenv(COMPILE_ENV)
+    assert fastpath().compile_for({}) is True and fastpath().compile_for({"compile": False}) is False
+
+
+def orchestrators_inductor_compile(tmp_path):
+    """The compile function of a new Orchestrator's fast path, as its background compiler calls it."""
+    from orchestrator.engine import Orchestrator
+
+    orch = Orchestrator("Text2Image_cpu", weights="tiny", session_root=tmp_path)
+    return orch.fastpath.compiler.regions.compile_fn
 
 
 def test_inductor_cache_lives_in_the_project_cache(monkeypatch, tmp_path):
@@ -345,13 +363,13 @@ def test_inductor_cache_lives_in_the_project_cache(monkeypatch, tmp_path):
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     cache_dir()  # what importing diffusers does: torch writes its /tmp default into the environment
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == os.path.abspath(default_cache_dir())
-    fast_unet.inductor_compile(lambda x: x + 1)  # torch.compile is lazy: nothing compiles here
+    orchestrators_inductor_compile(tmp_path)(lambda x: x + 1)  # torch.compile is lazy: nothing compiles here
     assert cache_dir() == str(tmp_path / "inductor"), "compiled code must survive a reboot, with the weights"
 
 
 def test_a_chosen_inductor_cache_is_kept(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
-    fast_unet.inductor_compile(lambda x: x + 1)
+    orchestrators_inductor_compile(tmp_path)(lambda x: x + 1)
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
 
 
@@ -362,7 +380,7 @@ def test_real_inductor_compile_in_the_background_gives_the_eager_answer(model, m
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     backend = FakeGraphs()
     runner = runner_for(model, backend)
-    compiler = BackgroundCompiler()  # torch.compile, inductor
+    compiler = BackgroundCompiler()  # torch.compile, inductor (caching where TORCHINDUCTOR_CACHE_DIR says)
     run(model, compiler, (6, 5, 4, 3), wait_after=1)
     assert not runner.compile_failed and list(runner.kinds.values()) == ["compiled"]
     assert (tmp_path / "inductor").is_dir(), "compiled code is cached on disk for the next start"
@@ -403,29 +421,29 @@ def test_sigma_table_follows_the_timesteps_off_the_cpu():
     """On a GPU the table stays there (no blocking copy per step); "meta" stands in for the GPU here (UniPC builds
     its table on the CPU, so it can; Euler ancestral, measured on the H200, copies a device table back)."""
     diffusers = pytest.importorskip("diffusers")
-    scheduler = diffusers.UniPCMultistepScheduler()
-    with fast_scheduler.sigmas_on_device(scheduler):
-        scheduler.set_timesteps(20, device="meta")
-        assert scheduler.sigmas.device.type == "meta" and scheduler.timesteps.device.type == "meta"
-        scheduler.set_timesteps(20, device="cpu")
-        assert scheduler.sigmas.device.type == "cpu"
-    assert "set_timesteps" not in vars(scheduler), "the patch must not outlive the block"
-    with fast_scheduler.sigmas_on_device(scheduler, enabled=False):
-        scheduler.set_timesteps(20, device="meta")
-    assert scheduler.sigmas.device.type == "cpu", "diffusers' own behaviour when the fast path is off"
+    unipc = diffusers.UniPCMultistepScheduler()
+    with scheduler.sigmas_on_device(unipc):
+        unipc.set_timesteps(20, device="meta")
+        assert unipc.sigmas.device.type == "meta" and unipc.timesteps.device.type == "meta"
+        unipc.set_timesteps(20, device="cpu")
+        assert unipc.sigmas.device.type == "cpu"
+    assert "set_timesteps" not in vars(unipc), "the patch must not outlive the block"
+    with scheduler.sigmas_on_device(unipc, enabled=False):
+        unipc.set_timesteps(20, device="meta")
+    assert unipc.sigmas.device.type == "cpu", "diffusers' own behaviour when the fast path is off"
 
 
 def test_other_schedulers_are_left_alone():
     diffusers = pytest.importorskip("diffusers")
-    scheduler = diffusers.DDIMScheduler()
-    with fast_scheduler.sigmas_on_device(scheduler):
-        assert "set_timesteps" not in vars(scheduler)
+    ddim = diffusers.DDIMScheduler()
+    with scheduler.sigmas_on_device(ddim):
+        assert "set_timesteps" not in vars(ddim)
 
 
 def test_a_model_built_during_a_trace_keeps_its_dtype_and_the_trace_succeeds():
     """Dynamo saves the default dtype before tracing and restores it after (then fails the compile if it changed);
-    transformers sets it while it builds a model. Seen on the H200: a BLIP loaded beside the UNet's compile came
-    out half float32. A compiled region's call holds GLOBAL_STATE, and so does building a model."""
+    transformers sets it while it builds a model, so a BLIP loaded beside the UNet's compile could come out half
+    float32. A compiled region's call holds TORCH_GLOBALS, and so does building a model."""
     import time
 
     tracing, failures = threading.Event(), []
@@ -440,21 +458,20 @@ def test_a_model_built_during_a_trace_keeps_its_dtype_and_the_trace_succeeds():
             return x * 2 + 1
 
     block = Block()
-    region = fast_unet.RegionForward(
-        block, torch.compile(Block.forward, backend=slow_backend, fullgraph=True)
-    )
+    regions = RegionCompiler(compile_fn=lambda fn, dynamic=False: fn)
+    region = RegionForward(block, torch.compile(Block.forward, backend=slow_backend, fullgraph=True), regions)
 
     def compile_thread():
-        fast_unet._REGIONS.on = True  # as inside a compiled module forward, on the compiler's thread
         try:
-            assert torch.equal(region(torch.ones(3)), torch.full((3,), 3.0))
+            with regions.calling():  # as inside a compiled module forward, on the compiler's thread
+                assert torch.equal(region(torch.ones(3)), torch.full((3,), 3.0))
         except Exception as exc:  # noqa: BLE001 - reported below
             failures.append(exc)
 
     worker = threading.Thread(target=compile_thread)
     worker.start()
     assert tracing.wait(30)
-    with fast_unet.building_models():  # what the model manager does around a load
+    with building_models():  # what the model manager does around a load
         torch.set_default_dtype(torch.float16)  # transformers' from_pretrained(dtype=float16)
         try:
             time.sleep(0.5)  # longer than the trace: without the lock, dynamo restores float32 in here

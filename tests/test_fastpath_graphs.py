@@ -1,4 +1,4 @@
-"""The fast path (CUDA-graph replay of the denoiser) on CPU: eager fallback, the flag, graphs per input shape.
+"""The fast path's graphs (CUDA-graph replay of the denoiser; fastpath/graphs.py) on CPU: eager fallback, the flag, graphs per input shape.
 
 CUDA graphs need a GPU (benchmarks/ measures them); here a fake backend stands in for capture and replay
 so the bookkeeping around it is tested: which call runs eager, which captures, which replays, and that
@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch.utils._pytree import tree_unflatten
 
-from foundation_models import fast_unet
-from foundation_models.fast_unet import GraphedForward, fast_enabled, graphed, release, runner_for
+from foundation_models.fastpath import FastPath
+from foundation_models.fastpath.graphs import GraphedForward, graphed, release, runner_for
 
 
 class FakeGraphs:
@@ -152,13 +152,20 @@ def test_gradients_and_cpu_run_eager(model):
     assert runner.graphs == {} and out.requires_grad  # with autograd on, never graphed
 
 
-def test_flag_off_leaves_the_module_alone(model, monkeypatch):
+def test_flag_off_leaves_the_module_alone(model, monkeypatch, tmp_path):
+    from orchestrator.engine import Orchestrator
+    from orchestrator.settings import SWITCHES
+
+    FAST_ENV = SWITCHES["fast"]
+
     with graphed([model], enabled=False):
         assert "forward" not in model.__dict__
-    monkeypatch.setenv(fast_unet.ENV_FLAG, "0")
-    assert fast_enabled(None) is False and fast_enabled(True) is True
-    monkeypatch.setenv(fast_unet.ENV_FLAG, "1")
-    assert fast_enabled(None) is True and fast_enabled(False) is False
+    monkeypatch.setenv(FAST_ENV, "0")  # read at the edge, by the Orchestrator; a card's own option wins
+    fastpath = Orchestrator("Text2Image_cpu", weights="tiny", session_root=tmp_path).fastpath
+    assert fastpath.fast_for({}) is False and fastpath.fast_for({"fast": True}) is True
+    monkeypatch.setenv(FAST_ENV, "1")
+    fastpath = Orchestrator("Text2Image_cpu", weights="tiny", session_root=tmp_path).fastpath
+    assert fastpath.fast_for({}) is True and fastpath.fast_for({"fast": False}) is False
 
 
 def test_sd_pipeline_fast_and_eager_give_the_same_image(tmp_path):
@@ -173,7 +180,7 @@ def test_sd_pipeline_fast_and_eager_give_the_same_image(tmp_path):
     pipe.set_progress_bar_config(disable=True)
     images = []
     for fast in (True, False):
-        sd = _Pipeline(pipe, {}, fast=fast)
+        sd = _Pipeline(pipe, {}, FastPath(), {"fast": fast})
         images.append(sd._run(2, 7, None, prompt="a cat", height=64, width=64, output_type="np"))
         assert "forward" not in pipe.unet.__dict__
     assert (images[0] == images[1]).all()

@@ -1,0 +1,80 @@
+"""``FastPath``: the fast path one Orchestrator owns (its compiler, compile helper, and budget keeper)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .budget import HelperMemoryBudget
+from .compiler import BackgroundCompiler
+from .helper import CompileHelper
+from .inductor import use_inductor_cache
+from .pipelines import fast_pipeline, release_pipeline
+from .torch_state import building_models
+
+
+class FastPath:
+    """CUDA-graph replay and a background ``torch.compile`` for the models of one Orchestrator.
+
+    ``enabled``: graphs at all (off: every call eager); ``compile``: the background compiler (off: graphs of the
+    eager forward only); ``helper``: compile each CUDA job first in a helper process; ``cache_dir``: inductor's
+    on-disk cache (None: torch's own choice); ``helper_budget``: who keeps the helper's GPU memory inside a VRAM
+    budget (the model manager, under a CUDA budget; None: no budget); ``compile_fn``: a stand-in for inductor
+    (tests), which also leaves the helper out. A card's ``fast``/``compile`` option overrides the first two.
+    """
+
+    def __init__(self, *, enabled: bool = True, compile: bool = True, helper: bool = True,
+                 cache_dir: Path | None = None, helper_budget: HelperMemoryBudget | None = None,
+                 compile_fn: Callable[..., Callable[..., Any]] | None = None):  # fmt: skip
+        self.enabled = enabled
+        self.compile = compile
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        compile_helper = CompileHelper(self.cache_dir) if helper and compile_fn is None else None
+        self.compiler = BackgroundCompiler(compile_fn, helper=compile_helper, budget=helper_budget,
+                                           cache_dir=self.cache_dir)  # fmt: skip
+
+    @property
+    def helper_budget(self) -> HelperMemoryBudget | None:
+        return self.compiler.budget
+
+    def fast_for(self, options: Mapping[str, Any]) -> bool:
+        """Graphs for a card with these options: its ``fast`` option when set, else this fast path's."""
+        return _option(options, "fast", self.enabled)
+
+    def compile_for(self, options: Mapping[str, Any]) -> bool:
+        """The compiler for a card with these options: its ``compile`` option when set, else this fast path's."""
+        return _option(options, "compile", self.compile)
+
+    @contextmanager
+    def pipeline(self, pipe: Any, fast: bool = True, compile: bool = True) -> Iterator[None]:
+        """Within the block, the diffusers pipeline runs on the fast path (pipelines.py)."""
+        with fast_pipeline(pipe, enabled=fast, compiler=self.compiler if compile else None):
+            yield
+
+    @staticmethod
+    def release(pipe: Any) -> None:
+        """Drop the pipeline's graphs before its modules move (graphs hold their device addresses)."""
+        release_pipeline(pipe)
+
+    @staticmethod
+    @contextmanager
+    def building_models() -> Iterator[None]:
+        """Hold while building a model: no trace changes torch's global state meanwhile (torch_state.py)."""
+        with building_models():
+            yield
+
+    def use_inductor_cache(self) -> Path | None:
+        """Point inductor at this fast path's cache now (before anything compiles); the folder, or None."""
+        use_inductor_cache(self.cache_dir)
+        return self.cache_dir
+
+    def close(self) -> None:
+        """Stop the compiler's thread once its queue is done, and the compile helper process."""
+        self.compiler.close()
+
+
+def _option(options: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = options.get(name)
+    return default if value is None else bool(value)
