@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
 
 from . import BrainConfig, BrainError, TurnInfo
+from .history import remind_language
 from .openai_chat import tool_specs
 from .parsers import parse_tool_calls
 from .react import parse_react, react_messages, single_args
@@ -44,6 +45,7 @@ class HFBrain:
     def respond(
         self, messages: list[BaseMessage], tools: list[Tool], turn: TurnInfo, timeout: float
     ) -> AIMessage:
+        messages = remind_language(messages, turn.language)
         if self.native:
             text = self._generate([_chat_dict(m) for m in messages], tool_specs(tools) or None, timeout)
             return parse_tool_calls(text, [t.name for t in tools], single_args(tools))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.messages import AIMessage, BaseMessage
 
 from . import BrainConfig, BrainError, TurnInfo
+from .history import remind_language
 from .parsers import make_message, parse_tool_calls, strip_thinking
 from .react import STOP, parse_react, react_messages, single_args
 
@@ -68,6 +69,7 @@ class OpenAIBrain:
         import openai
 
         timeout = max(1.0, min(self.request_timeout, timeout))
+        messages = remind_language(messages, turn.language)
         try:
             if not self.react:
                 try:
