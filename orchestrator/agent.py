@@ -37,9 +37,10 @@ def run_turn(session: Session, text: str, images: Sequence[Any] = (), language: 
     deadline = time.monotonic() + holder.config.turn_seconds
     language = session.language = detect_language(text, language or session.language)
     result = TurnResult(user=text)
-    if holder.config.fallback and "rules_fallback" not in session.notices:
-        session.notices.add("rules_fallback")
-        yield Notice(message("rules_fallback", language))
+    notice = holder.config.notice(language)  # how an auto brain was chosen, once per session
+    if notice and "brain_chosen" not in session.notices:
+        session.notices.add("brain_chosen")
+        yield Notice(notice)
     lines, refused = yield from _uploads(session, holder, images, language, result)
     human = HumanMessage("\n".join([*lines, text]).strip())
     turn = TurnInfo(text, language, uploads=tuple(result.images))

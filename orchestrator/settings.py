@@ -12,6 +12,7 @@ argument, then the environment, then the default.
 | ``compile`` | ``VISUAL_ORCHESTRATOR_COMPILE=0`` | ``--no-compile`` |
 | ``compile_helper`` | ``VISUAL_ORCHESTRATOR_COMPILE_HELPER=0`` | ``--no-compile-helper`` |
 | ``openai_api_key``, ``openai_base_url``, ``openai_model`` | ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_MODEL`` | ``--model`` |
+| ``discover_local_llm`` | ``VISUAL_ORCHESTRATOR_DISCOVER=0`` | |
 
 Variables that belong to other libraries (``CUDA_VISIBLE_DEVICES``, ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``,
 ``TORCHINDUCTOR_CACHE_DIR``) stay theirs: they are read where the code mirrors that library.
@@ -32,6 +33,7 @@ SWITCHES = {  # field -> the variable that turns it off with 0/false/no/off
     "fast": "VISUAL_ORCHESTRATOR_FAST",
     "compile": "VISUAL_ORCHESTRATOR_COMPILE",
     "compile_helper": "VISUAL_ORCHESTRATOR_COMPILE_HELPER",
+    "discover_local_llm": "VISUAL_ORCHESTRATOR_DISCOVER",
 }
 OPENAI_ENV = {"openai_api_key": "OPENAI_API_KEY", "openai_base_url": "OPENAI_BASE_URL",
               "openai_model": "OPENAI_MODEL"}  # fmt: skip
@@ -64,6 +66,8 @@ class Settings:
     openai_base_url: str | None = None
     openai_model: str | None = None
     inductor_cache_dir: Path | None = None  # the user's TORCHINDUCTOR_CACHE_DIR; None: under cache_dir
+    discover_local_llm: bool = True  # --brain auto probes 127.0.0.1 for Ollama, LM Studio, llama.cpp, vLLM
+    local_llm_ports: tuple[int, ...] = (11434, 1234, 8080, 8000)  # in the order they are preferred
 
     def __post_init__(self) -> None:
         if self.weights not in ("hub", "tiny"):

@@ -18,3 +18,6 @@ os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="vo-test-hf-home-")
 os.environ.pop("HF_HUB_CACHE", None)
 os.environ.pop("OPENAI_API_KEY", None)
 os.environ.pop("OPENAI_BASE_URL", None)
+# --brain auto must not find whatever LLM server this machine runs: only the tests that start a fake one
+# (tests/test_brain_discovery.py) turn discovery on, for their own port.
+os.environ["VISUAL_ORCHESTRATOR_DISCOVER"] = "0"

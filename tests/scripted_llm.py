@@ -15,6 +15,9 @@ Each ``POST /v1/chat/completions`` takes the next item of the script:
 
 When the script runs out the server answers HTTP 500 "script exhausted", which fails the test
 visibly. ``GET /v1/models`` lists the one model. Streaming is not implemented.
+
+``ScriptedLLM(models={"qwen2.5:7b": ["completion", "tools"], ...})`` plays a local Ollama instead: those models
+in ``GET /v1/models`` and ``GET /api/tags``, and their ``capabilities`` from ``POST /api/show``.
 """
 
 from __future__ import annotations
@@ -79,8 +82,13 @@ def last_tool_output(request: dict[str, Any]) -> str:
 
 
 class ScriptedLLM:
-    def __init__(self, script: Iterable[dict[str, Any] | Response | Callable[[dict[str, Any]], Any]] = ()):
+    def __init__(
+        self,
+        script: Iterable[dict[str, Any] | Response | Callable[[dict[str, Any]], Any]] = (),
+        models: dict[str, list[str]] | None = None,
+    ):
         self.script = list(script)
+        self.models = models  # name -> Ollama capabilities; None: the one scripted model, no Ollama API
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -124,15 +132,19 @@ def _handler(llm: ScriptedLLM) -> type[BaseHTTPRequestHandler]:
                 request = json.loads(self.rfile.read(length) or b"{}")
             except ValueError:
                 request = {}
+            if llm.models is not None and self.path == "/api/show" and request.get("model") in llm.models:
+                return self._send(Response(200, {"capabilities": llm.models[request["model"]]}))
             if not self.path.rstrip("/").endswith("/chat/completions"):
                 return self._send(Response(404, {"error": {"message": f"no route {self.path}"}}))
             self._send(llm._next(request))
 
         def do_GET(self) -> None:  # noqa: N802
+            names = list(llm.models) if llm.models is not None else [MODEL]
             if self.path.rstrip("/").endswith("/models"):
-                return self._send(
-                    Response(200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]})
-                )
+                data = [{"id": name, "object": "model"} for name in names]
+                return self._send(Response(200, {"object": "list", "data": data}))
+            if llm.models is not None and self.path == "/api/tags":
+                return self._send(Response(200, {"models": [{"name": n, "model": n} for n in names]}))
             self._send(Response(404, {"error": {"message": f"no route {self.path}"}}))
 
         def _send(self, response: Response) -> None:

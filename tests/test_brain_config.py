@@ -46,7 +46,7 @@ def test_brain_specs(no_llm_env):
     assert (config.kind, config.model, config.quant, config.trust_remote_code) == (
         "hf", "Qwen/Qwen2.5-1.5B-Instruct", "int4", True)  # fmt: skip
     with pytest.raises(
-        BrainError, match=r"^Unknown brain 'llama': use openai, rules or hf:<model id or folder>\.$"
+        BrainError, match=r"^Unknown brain 'llama': use auto, openai, rules or hf:<model id or folder>\.$"
     ):
         BrainConfig.from_spec("llama")
     with pytest.raises(BrainError, match="use int8 or int4"):

@@ -1,6 +1,7 @@
 """The brain: what decides which tools to call, in what order, and writes the answer.
 
-Three kinds, chosen by ``Orchestrator(brain=...)`` / ``--brain``:
+Three kinds, chosen by ``Orchestrator(brain=...)`` / ``--brain`` (``auto``, the default, picks one: see
+``BrainConfig.from_spec``):
 
 - ``openai``: OpenAI or any OpenAI-compatible server (vLLM, Ollama, llama.cpp, LM Studio), through LangChain.
 - ``hf:<id-or-path>``: a transformers chat model in this process (optionally int8/int4 on CUDA).
@@ -70,6 +71,6 @@ def brain_from(
         return LazyBrain(BrainConfig.from_spec(brain, settings, **options))
     if not callable(getattr(brain, "respond", None)):
         raise TypeError(
-            f"brain must be 'openai', 'rules', 'hf:<model>', a BrainConfig or a Brain, not {brain!r}"
+            f"brain must be 'auto', 'openai', 'rules', 'hf:<model>', a BrainConfig or a Brain, not {brain!r}"
         )
     return LazyBrain(BrainConfig(kind="custom", **{k: v for k, v in options.items() if v is not None}), brain)

@@ -71,23 +71,24 @@ class BrainConfig:
     turn_seconds: float = 600.0  # wall-clock limit per user turn
     history_tokens: int = 6000  # earlier turns kept for the model (estimated tokens)
     max_new_tokens: int = 512  # hf: tokens generated per step
-    fallback: bool = False  # rules because no LLM is configured (the session is told once)
+    fallback: bool = False  # rules because no LLM is configured or found (the session is told once)
+    chosen: str = ""  # auto: "env" (configured), "found:<server>" (on this machine) or "none"; "" if named
 
     @classmethod
     def from_spec(
         cls, brain: str | None = None, settings: Settings | None = None, **options: Any
     ) -> BrainConfig:
-        """``openai``, ``rules``, ``hf:<id-or-path>`` or None: openai when ``settings`` name an OpenAI-compatible
-        server (``OPENAI_API_KEY``/``OPENAI_BASE_URL``), else rules. An openai brain takes its URL, key and model
-        from ``settings`` unless ``options`` give them."""
+        """``auto`` (or None), ``openai``, ``rules`` or ``hf:<id-or-path>``.
+
+        ``auto``: openai when ``settings`` name an OpenAI-compatible server (``OPENAI_API_KEY``/``OPENAI_BASE_URL``);
+        else a server found on this machine (``discovery.discover`` over ``settings.local_llm_ports``, unless
+        ``settings.discover_local_llm`` is off); else rules, as a fallback the session is told about. An openai
+        brain takes its URL, key and model from ``settings`` unless ``options`` give them."""
         settings = settings or Settings()
         options = {k: v for k, v in options.items() if v is not None}
         spec = (brain or "").strip()
-        if not spec:
-            kind = "openai" if settings.openai_configured else "rules"
-            config = (
-                cls(kind=kind, **options) if kind == "openai" else cls(kind="rules", fallback=True, **options)
-            )
+        if spec in ("", "auto"):
+            config = cls._auto(settings, options)
         elif spec in ("openai", "rules"):
             config = cls(kind=spec, **options)
         elif spec.startswith("hf:") and spec[3:].strip():
@@ -105,6 +106,35 @@ class BrainConfig:
         if config.quant is not None and config.kind != "hf":
             raise BrainError("quant_needs_hf", quant=config.quant)
         return config
+
+    @classmethod
+    def _auto(cls, settings: Settings, options: dict[str, Any]) -> BrainConfig:
+        if settings.openai_configured:
+            return cls(kind="openai", chosen="env", **options)
+        if settings.discover_local_llm and not options.get("base_url"):
+            from .discovery import discover
+
+            found = discover(settings.local_llm_ports)
+            if found is not None:
+                model = settings.openai_model or found.model  # OPENAI_MODEL names a model on the server found
+                options = {"model": model, **options, "kind": "openai", "base_url": found.base_url}
+                return cls(**options, chosen=f"found:{found.name}")
+        if options.get("base_url"):
+            return cls(kind="openai", chosen="env", **options)
+        return cls(kind="rules", fallback=True, chosen="none", **options)
+
+    def notice(self, language: str = "en") -> str | None:
+        """What the session shows once about how an ``auto`` brain was chosen; None when it was named."""
+        if self.fallback:
+            return message("rules_fallback", language)
+        if self.chosen == "env":
+            return message("brain_configured", language, url=self.base_url or "api.openai.com",
+                           model=self.model or "gpt-4o-mini")  # fmt: skip
+        if self.chosen.startswith("found:"):
+            return message(
+                "brain_found", language, server=self.chosen[6:], url=self.base_url, model=self.model
+            )
+        return None
 
     def with_options(self, **options: Any) -> BrainConfig:
         return replace(self, **options)

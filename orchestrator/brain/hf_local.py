@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
 
 from .base import BrainConfig, BrainError, TurnInfo
+from .history import remind_language
 from .openai_chat import tool_specs
 from .parsers import parse_tool_calls
-from .react import parse_react, react_messages
+from .react import parse_react, react_messages, single_args
 
 if TYPE_CHECKING:
     from ..tools import Tool
@@ -44,9 +45,10 @@ class HFBrain:
     def respond(
         self, messages: list[BaseMessage], tools: list[Tool], turn: TurnInfo, timeout: float
     ) -> AIMessage:
+        messages = remind_language(messages, turn.language)
         if self.native:
             text = self._generate([_chat_dict(m) for m in messages], tool_specs(tools) or None, timeout)
-            return parse_tool_calls(text, [t.name for t in tools])
+            return parse_tool_calls(text, [t.name for t in tools], single_args(tools))
         text = self._generate([_chat_dict(m) for m in react_messages(messages, tools)], None, timeout)
         return parse_react(text, tools)
 

@@ -10,7 +10,16 @@ import json
 import re
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, messages_from_dict, messages_to_dict
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    ToolMessage,
+    messages_from_dict,
+    messages_to_dict,
+)
+
+from .prompts import message
 
 _CJK = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
 PER_MESSAGE = 4
@@ -46,3 +55,14 @@ def load(stored: list[dict[str, Any]]) -> list[BaseMessage]:
 
 def dump(messages: list[BaseMessage]) -> list[dict[str, Any]]:
     return messages_to_dict(messages)
+
+
+def remind_language(messages: list[BaseMessage], language: str) -> list[BaseMessage]:
+    """The messages with the answer's language restated after the last tool result, when that is the last
+    message: small local models otherwise answer in the language of the (English) tool output or caption.
+    The session's own messages are left as they are."""
+    if not messages or not isinstance(messages[-1], ToolMessage):
+        return messages
+    last = messages[-1]
+    reminder = message("answer_language", language)
+    return [*messages[:-1], last.model_copy(update={"content": f"{last.content}\n\n{reminder}"})]

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.messages import AIMessage, BaseMessage
 
 from .base import BrainConfig, BrainError, TurnInfo
+from .history import remind_language
 from .parsers import make_message, parse_tool_calls, strip_thinking
-from .react import STOP, parse_react, react_messages
+from .react import STOP, parse_react, react_messages, single_args
 
 if TYPE_CHECKING:
     from ..tools import Tool
@@ -68,6 +69,7 @@ class OpenAIBrain:
         import openai
 
         timeout = max(1.0, min(self.request_timeout, timeout))
+        messages = remind_language(messages, turn.language)
         try:
             if not self.react:
                 try:
@@ -101,7 +103,8 @@ class OpenAIBrain:
             # arguments that are not strict JSON (single quotes, a trailing comma) get a second chance
             calls = [(c["name"], c["args"], c["id"]) for c in [*reply.tool_calls, *reply.invalid_tool_calls]]
             return make_message(_text(reply), calls)
-        return parse_tool_calls(_text(reply), [t.name for t in tools])  # calls left in the text
+        # calls the server left in the text
+        return parse_tool_calls(_text(reply), [t.name for t in tools], single_args(tools))
 
 
 def _text(message: BaseMessage) -> str:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
 from .parsers import loads_lenient, make_message, strip_thinking
+from .parsers.untagged import structured_chat
 from .prompts import load_prompt, render
 
 if TYPE_CHECKING:
@@ -60,9 +61,24 @@ def react_messages(messages: list[BaseMessage], tools: Sequence[Tool]) -> list[B
     return out
 
 
+def single_args(tools: Sequence[Tool]) -> dict[str, str]:
+    """Each tool that takes exactly one required argument, and that argument's name (for bare values)."""
+    out = {}
+    for tool in tools:
+        required = [p.name for p in tool.params if p.required]
+        if len(required) == 1:
+            out[tool.name] = required[0]
+    return out
+
+
 def parse_react(text: str, tools: Sequence[Tool]) -> AIMessage:
-    """Tool calls from ``Action:`` lines, the answer from ``Final Answer:``, or the whole text as the answer."""
-    text = strip_thinking(text).split("\nObservation:", 1)[0]
+    """Tool calls from ``Action:`` lines (or a LangChain structured-chat ``{"action": …}`` blob), the answer from
+    ``Final Answer:``, or the whole text as the answer."""
+    text = strip_thinking(text)
+    blob = structured_chat(text, [t.name for t in tools])
+    if blob is not None:
+        return make_message(*blob, single_args(tools))
+    text = text.split("\nObservation:", 1)[0]
     final = _FINAL.search(text)
     actions = [m for m in _ACTION.finditer(text) if m.group("name").strip(" `'\"[]*").lower() not in _NO_TOOL]
     if actions and (final is None or actions[0].start() < final.start()):
