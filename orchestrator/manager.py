@@ -21,7 +21,6 @@ those (and only those).
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -34,6 +33,7 @@ from foundation_models.family import Family, family_module
 from foundation_models.fastpath import building_models
 
 from .cards import CardSet, ComponentGroup, ModelCard
+from .device_memory import cap_allocator, device_memory_mb, empty_cache, move
 from .placement import Plan, working_set
 from .weights import WeightResolver
 
@@ -182,7 +182,7 @@ class ModelManager:
                 for entry in self._lru(device):
                     if entry.key not in keep:
                         self._evict(entry)
-        _empty_cache()
+        empty_cache()
 
     def devices_of(self, name: str) -> list[str]:
         """Devices a card touches when it runs (its own and its dependencies')."""
@@ -202,7 +202,7 @@ class ModelManager:
                 report(f"moving {entry.key} back to {entry.device}")
             for key in entry.shared:
                 self._ensure_component(self._entries[self._key_on(key, entry.device)])
-            _move(entry.obj, entry.device)
+            move(entry.obj, entry.device)
         else:
             if report:
                 report(f"loading {entry.key} on {entry.device}")
@@ -229,7 +229,7 @@ class ModelManager:
 
     def _ensure_component(self, entry: _Entry) -> Any:
         if entry.state == OFFLOADED:
-            _move(entry.obj, entry.device)
+            move(entry.obj, entry.device)
         elif entry.state == NOT_LOADED:
             group_name, comp = entry.key.split("@")[0].split("/")
             group = self.cards.groups[group_name]
@@ -278,7 +278,7 @@ class ModelManager:
         if not self.fits_beside_largest_call(device, mb):
             return False
         with self._device_locks[device]:
-            _empty_cache()
+            empty_cache()
             if not self._evict_until(device, capacity, mb):  # models in use, or memory beyond the weights
                 return False
             self._helper_reserved[device] = (mb, reclaim)
@@ -313,7 +313,7 @@ class ModelManager:
         capacity = self.plan.budget_of(entry.device)
         if capacity is None or self._in_use_mb(entry.device) + self._needed_mb(entry) <= capacity:
             return
-        _empty_cache()  # blocks cached by earlier calls count as held until returned
+        empty_cache()  # blocks cached by earlier calls count as held until returned
         if self._evict_until(entry.device, capacity, self._needed_mb(entry), keep=entry):
             return
         if entry.device in self._helper_reserved:
@@ -374,7 +374,7 @@ class ModelManager:
         offload = entry.device != "cpu"
         log.info("%s %s from %s", "offloading" if offload else "unloading", entry.key, entry.device)
         if offload:
-            _move(entry.obj, "cpu")
+            move(entry.obj, "cpu")
             entry.state = OFFLOADED
         else:
             entry.obj, entry.state = None, NOT_LOADED
@@ -389,11 +389,11 @@ class ModelManager:
             if comp.key in still_used or comp.state != RESIDENT:
                 continue
             if offload:
-                _move(comp.obj, "cpu")
+                move(comp.obj, "cpu")
                 comp.state = OFFLOADED
             else:
                 comp.obj, comp.state = None, NOT_LOADED
-        _empty_cache()
+        empty_cache()
 
     @staticmethod
     def _component_key(group: str, comp: str, device: str) -> str:
@@ -409,37 +409,3 @@ def _default_fastpath() -> FastPath:
     from foundation_models.fastpath import FastPath
 
     return FastPath()
-
-
-def _move(obj: Any, device: str) -> None:
-    mover = getattr(obj, "to", None)
-    if callable(mover):
-        mover(device)
-
-
-def _empty_cache() -> None:
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def device_memory_mb(device: str) -> float | None:
-    """MB this process holds on a CUDA device (reserved by torch's allocator: graph pools and cached blocks
-    included); None elsewhere."""
-    torch = sys.modules.get("torch")
-    if torch is None or not device.startswith("cuda") or not torch.cuda.is_available():
-        return None
-    return torch.cuda.memory_reserved(device) / 2**20
-
-
-def cap_allocator(device: str, mb: int) -> None:
-    """Torch's caching allocator on this CUDA device takes at most ``mb`` (it frees cached blocks, then raises
-    OutOfMemoryError, rather than take more)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return
-    index = torch.device(device).index or 0
-    total = torch.cuda.get_device_properties(index).total_memory / 2**20
-    torch.cuda.set_per_process_memory_fraction(max(0.0, min(1.0, mb / total)), index)
-    log.info("torch's allocator on %s capped at %d MB (the budget)", device, mb)
