@@ -404,7 +404,7 @@ def test_cli_no_compile():
         args = cli.build_parser().parse_args(
             ["run", "--load", "Text2Image_cpu", "--weights", "tiny", *argv, "hi"]
         )
-        assert cli.orchestrator_from_args(args).compile is expected_flag
+        assert cli.orchestrator_from_args(args).settings.compile is expected_flag
 
 
 def test_graphs_made_without_a_compiler_are_compiled_once_one_is_given(model):
