@@ -52,10 +52,11 @@ import numpy as np
 from orchestrator import Orchestrator
 spec, weights, model_dir, inputs, calls, out = json.loads(sys.argv[1])
 # compile off: no compile to outlive the calls; the compiled path's pixels are run_all's agreement section
-try:  # a tree with one Settings object
+import inspect
+if "settings" in inspect.signature(Orchestrator).parameters:  # a tree with one Settings object
     from orchestrator.settings import Settings
     no_compile = {"settings": Settings.from_env(compile=False)}
-except ImportError:
+else:
     no_compile = {"compile": False}
 orch = Orchestrator(spec, weights=weights, model_dir=None if weights == "tiny" else model_dir, **no_compile)
 session = orch.new_session(folder=tempfile.mkdtemp(prefix="vo-compare-"))
