@@ -71,3 +71,18 @@ def test_bad_arguments_exit_2(capsys):
     assert main(["plan"]) == 2
     assert main(["tools", "--load", "Nope_cpu"]) == 2
     assert main(["tools", "--weights", "huge"]) == 2
+
+
+@pytest.mark.parametrize("flag, field", [("--no-fast", "fast"), ("--no-compile", "compile"),
+                                         ("--no-compile-helper", "compile_helper")])  # fmt: skip
+def test_fast_path_flags_reach_the_orchestrators_settings(flag, field):
+    from orchestrator import cli
+
+    for argv, expected in (([flag], False), ([], True)):
+        args = cli.build_parser().parse_args(
+            ["run", "--load", "Text2Image_cpu", "--weights", "tiny", *argv, "hi"]
+        )
+        orch = cli.orchestrator_from_args(args)
+        assert getattr(orch.settings, field) is expected
+        if field == "compile_helper":  # the fast path starts no helper process without it
+            assert (orch.fastpath.compiler.helper is not None) is expected

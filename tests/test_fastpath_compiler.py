@@ -398,16 +398,6 @@ def test_orchestrator_compile_flag_reaches_the_diffusion_tools(tmp_path, compile
             assert model.compile is compile
 
 
-def test_cli_no_compile():
-    from orchestrator import cli
-
-    for argv, expected_flag in ((["--no-compile"], False), ([], True)):
-        args = cli.build_parser().parse_args(
-            ["run", "--load", "Text2Image_cpu", "--weights", "tiny", *argv, "hi"]
-        )
-        assert cli.orchestrator_from_args(args).settings.compile is expected_flag
-
-
 def test_graphs_made_without_a_compiler_are_compiled_once_one_is_given(model):
     backend, compile_fn = FakeGraphs(), CountingCompile()
     runner = runner_for(model, backend)

@@ -196,13 +196,3 @@ def test_orchestrator_fast_flag_reaches_the_diffusion_tools(tmp_path, fast):
     for card in ("Text2Image", "InstructPix2Pix"):
         with orch.manager.use(card) as model:
             assert model.fast is fast
-
-
-def test_cli_no_fast_turns_the_fast_path_off():
-    from orchestrator import cli
-
-    for argv, expected in ((["--no-fast"], False), ([], True)):
-        args = cli.build_parser().parse_args(
-            ["run", "--load", "Text2Image_cpu", "--weights", "tiny", *argv, "hi"]
-        )
-        assert cli.orchestrator_from_args(args).settings.fast is expected
