@@ -386,18 +386,6 @@ def test_real_inductor_compile_in_the_background_gives_the_eager_answer(model, m
     assert (tmp_path / "inductor").is_dir(), "compiled code is cached on disk for the next start"
 
 
-@pytest.mark.parametrize("compile", [True, False])
-def test_orchestrator_compile_flag_reaches_the_diffusion_tools(tmp_path, compile):
-    from orchestrator.engine import Orchestrator
-    from orchestrator.settings import Settings
-
-    orch = Orchestrator("Text2Image_cpu,CannyText2Image_cpu", weights="tiny", session_root=tmp_path,
-                        settings=Settings.from_env(compile=compile))  # fmt: skip
-    for card in ("Text2Image", "CannyText2Image"):
-        with orch.manager.use(card) as model:
-            assert model.compile is compile
-
-
 def test_graphs_made_without_a_compiler_are_compiled_once_one_is_given(model):
     backend, compile_fn = FakeGraphs(), CountingCompile()
     runner = runner_for(model, backend)

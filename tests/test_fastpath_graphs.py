@@ -186,13 +186,16 @@ def test_sd_pipeline_fast_and_eager_give_the_same_image(tmp_path):
     assert (images[0] == images[1]).all()
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_orchestrator_fast_flag_reaches_the_diffusion_tools(tmp_path, fast):
+@pytest.mark.parametrize(
+    "field, on", [("fast", True), ("fast", False), ("compile", True), ("compile", False)]
+)
+def test_orchestrator_fast_path_settings_reach_the_diffusion_tools(tmp_path, field, on):
     from orchestrator.engine import Orchestrator
     from orchestrator.settings import Settings
 
-    orch = Orchestrator("Text2Image_cpu,InstructPix2Pix_cpu", weights="tiny", session_root=tmp_path,
-                        settings=Settings.from_env(fast=fast))  # fmt: skip
-    for card in ("Text2Image", "InstructPix2Pix"):
+    cards = ("Text2Image", "InstructPix2Pix", "CannyText2Image")
+    orch = Orchestrator(",".join(f"{c}_cpu" for c in cards), weights="tiny", session_root=tmp_path,
+                        settings=Settings.from_env(**{field: on}))  # fmt: skip
+    for card in cards:
         with orch.manager.use(card) as model:
-            assert model.fast is fast
+            assert getattr(model, field) is on
