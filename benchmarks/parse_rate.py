@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from langchain_core.messages import AIMessage
+
 from orchestrator.brain.parsers import parse_tool_calls, recognised_by
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "tool_calls"
@@ -37,9 +39,10 @@ def session_tools(records: list[dict[str, Any]]) -> set[str]:
     return names
 
 
-def check(record: dict[str, Any], tool_names: set[str]) -> str | None:
-    """None when the record parses as expected, else what went wrong."""
-    message = parse_tool_calls(record["raw"], tool_names, record.get("single_args"))
+def check(record: dict[str, Any], tool_names: set[str], message: AIMessage | None = None) -> str | None:
+    """None when the record parses as expected (or ``message``, the record as a brain read it), else what went
+    wrong."""
+    message = message or parse_tool_calls(record["raw"], tool_names, record.get("single_args"))
     got = [{"name": c["name"], "args": c["args"]} for c in message.tool_calls]
     if "expected" in record:
         if got != record["expected"] or message.invalid_tool_calls:

@@ -11,12 +11,13 @@ import json
 import logging
 import time
 from collections.abc import Generator, Sequence
+from contextlib import closing
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
-from .brain import BrainError, LazyBrain, TurnInfo
+from .brain import Brain, BrainError, LazyBrain, TurnInfo
 from .brain.history import dump, load, trim
 from .brain.parsers import new_call_id
 from .brain.prompts import detect_language, message, system_prompt, upload_announcement
@@ -26,6 +27,7 @@ from .events import Event, ImageStored, Notice, ReplyDelta, ToolCall, TurnFinish
 
 if TYPE_CHECKING:
     from .session import Session
+    from .tools import Tool
 
 log = logging.getLogger(__name__)
 Steps = Generator[Event, None, Any]
@@ -45,7 +47,8 @@ def run_turn(session: Session, text: str, images: Sequence[Any] = (), language: 
     human = HumanMessage("\n".join([*lines, text]).strip())
     turn = TurnInfo(text, language, uploads=tuple(result.images))
     new: list[BaseMessage] = [human]
-    reply = (yield from _steps(session, holder, new, turn, result, deadline)).strip()
+    shown: list[str] = []  # the reply text streamed since the last tool step
+    reply = (yield from _steps(session, holder, new, turn, result, deadline, shown)).strip()
     reply = reply or message("empty_reply", language)
     if len(new) > 1:  # a turn the brain never answered is not history
         if not isinstance(new[-1], AIMessage) or new[-1].tool_calls:
@@ -53,13 +56,18 @@ def run_turn(session: Session, text: str, images: Sequence[Any] = (), language: 
         session.history.extend(dump(new))
     result.reply = "\n\n".join([*refused, reply]).strip()
     result.error = result.error or (refused[0] if refused else None)
-    yield ReplyDelta(result.reply)
+    streamed = "".join(shown)
+    if result.reply.startswith(streamed):  # usually all of it was streamed, or all but what the guard held
+        if result.reply[len(streamed) :]:
+            yield ReplyDelta(result.reply[len(streamed) :])
+    else:
+        yield ReplyDelta(result.reply, replace=True)
     yield TurnFinished(result)
 
 
 def _steps(session: Session, holder: LazyBrain, new: list[BaseMessage], turn: TurnInfo, result: TurnResult,
-           deadline: float) -> Steps:  # fmt: skip
-    """Brain steps until an answer; returns the reply."""
+           deadline: float, shown: list[str]) -> Steps:  # fmt: skip
+    """Brain steps until an answer; returns the reply. The reply's text is streamed as it comes (``shown``)."""
     config, tools = holder.config, list(session.orchestrator.tools.values())
     history = trim(load(session.history), config.history_tokens)
     try:
@@ -71,8 +79,8 @@ def _steps(session: Session, holder: LazyBrain, new: list[BaseMessage], turn: Tu
                 return _stopped("time_limit", turn.language, result, seconds=round(config.turn_seconds))
             names = tuple(session.images.names())
             system = SystemMessage(system_prompt(turn.language, names))
-            ai = brain.respond(
-                [system, *history, *new], tools, replace(turn, images=names), deadline - time.monotonic()
+            ai = yield from _ask(
+                brain, [system, *history, *new], tools, replace(turn, images=names), deadline, shown
             )
             calls = [*ai.tool_calls, *ai.invalid_tool_calls]
             for call in calls:
@@ -80,6 +88,7 @@ def _steps(session: Session, holder: LazyBrain, new: list[BaseMessage], turn: Tu
             new.append(ai)
             if not calls:
                 return str(ai.content)
+            shown.clear()  # what was shown stays above the tool steps; the reply is what comes after them
             for call in calls:
                 record = yield from _call(session, call, result, deadline, config.max_tool_calls)
                 status = "error" if record.error else "success"
@@ -95,6 +104,23 @@ def _steps(session: Session, holder: LazyBrain, new: list[BaseMessage], turn: Tu
             "brain_failed", turn.language, reason=f"{type(exc).__name__}: {str(exc)[:160]}"
         )
     return result.error
+
+
+def _ask(brain: Brain, messages: list[BaseMessage], tools: list[Tool], turn: TurnInfo, deadline: float,
+         shown: list[str]) -> Steps:  # fmt: skip
+    """The brain's next message. A brain that streams (``stream``) has its text yielded piece by piece as
+    ReplyDelta events; closing the turn closes the brain's stream (and so its request)."""
+    stream = getattr(brain, "stream", None)
+    if stream is None:
+        return brain.respond(messages, tools, turn, deadline - time.monotonic())
+    with closing(stream(messages, tools, turn, deadline - time.monotonic())) as pieces:
+        while True:
+            try:
+                piece = next(pieces)
+            except StopIteration as stop:
+                return stop.value
+            shown.append(piece)
+            yield ReplyDelta(piece)
 
 
 def _call(session: Session, call: dict[str, Any], result: TurnResult, deadline: float, limit: int) -> Steps:

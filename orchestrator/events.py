@@ -62,9 +62,15 @@ class ToolFinished:
 
 @dataclass(frozen=True)
 class ReplyDelta:
-    """A piece of the final answer, streamed."""
+    """A piece of the reply as the brain writes it: front ends append it to the reply being shown.
+
+    Text written before a tool call stays above that call's step; the next piece after a ToolStarted begins a
+    new message. ``replace``: the text replaces the reply shown since the last tool step (the turn ended
+    otherwise than the stream suggested, e.g. a server that broke off mid-reply).
+    """
 
     text: str
+    replace: bool = False
 
 
 @dataclass

@@ -96,6 +96,13 @@ def test_the_server_saying_which_model_calls_tools_wins_over_the_name_list():
     assert (found.name, found.model, found.tools) == ("Ollama", "mistral:7b", True)
 
 
+def test_lm_studio_saying_which_model_uses_tools_is_read():
+    models = {"qwen2.5-7b-instruct": [], "mistral-nemo-instruct-2407": ["tool_use"]}
+    with ScriptedLLM(lmstudio=models) as llm:
+        found = discover([port_of(llm.url)])
+    assert (found.name, found.model, found.tools) == ("LM Studio", "mistral-nemo-instruct-2407", True)
+
+
 def test_without_capabilities_the_preference_list_chooses():
     assert choose_model(["phi3:mini", "gemma2:2b", "llama3.1:8b", "qwen2.5:3b"]) == "qwen2.5:3b"
     assert choose_model(["phi3:mini", "gemma2:2b"]) == "phi3:mini"  # none known: the server's first

@@ -68,3 +68,40 @@ def test_plan_shows_the_memory_kept_for_the_brain(tmp_path, monkeypatch, capsys)
     assert "kept for the hf brain" in capsys.readouterr().err
     assert cli.main(["plan", "Image2Line_cpu", "--brain", "foo"]) == 2  # a bad argument, as for run and ui
     assert "Unknown brain 'foo'" in capsys.readouterr().err
+
+
+def test_a_known_brain_not_downloaded_is_sized_from_its_published_config(monkeypatch, capsys):
+    """Issue 19: the README's brain-per-GPU table is what ``plan --brain`` says, before any download."""
+    from orchestrator import cli, devices
+    from orchestrator.brain.footprint import known_brain_mb
+
+    qwen7 = "Qwen/Qwen2.5-7B-Instruct"
+    int4, int8, full = (known_brain_mb(qwen7, q) for q in ("int4", "int8", None))
+    assert (
+        5_500 < int4 < 7_000 < int8 < 10_000 < 14_500 < full < 17_000
+    )  # 7.6B params, 1.1B of them embeddings
+    assert brain_reservation(
+        BrainConfig(kind="hf", model=qwen7, quant="int4"), [CPU, cuda_device(0, 12_288)]
+    ) == (
+        "cuda:0",
+        int4,
+    )
+    monkeypatch.setattr(devices, "devices_for", lambda names: [CPU, cuda_device(0, 12_288 - 600)])
+    spec = "ImageCaptioning_cuda:0,Text2Image_cuda:0"
+    assert cli.main(["plan", spec, "--brain", f"hf:{qwen7}", "--quant", "int4"]) == 0  # a 12 GB card
+    assert f"{int4:,} MB of the free kept for the hf brain {qwen7}" in capsys.readouterr().out
+    assert cli.main(["plan", spec, "--brain", f"hf:{qwen7}"]) == 2  # 16-bit does not fit beside the tools
+    assert "kept for the hf brain" in capsys.readouterr().err
+
+
+def test_the_readme_recommends_what_plan_places():
+    from orchestrator.cards import load_cards
+    from orchestrator.vram_table import GPU_SIZES_GB, QUANT_ORDER, TOOL_SETS, fits, recommend_brain
+
+    cards = load_cards()
+    spec = TOOL_SETS["captions + text-to-image"]
+    model, quant = recommend_brain(cards, spec, 12 * 1024)
+    assert fits(cards, spec, 12 * 1024, model, quant)
+    higher = QUANT_ORDER[: QUANT_ORDER.index(quant)]
+    assert not any(fits(cards, spec, 12 * 1024, model, q) for q in higher)  # the best precision that fits
+    assert recommend_brain(cards, spec, 24 * 1024) != (model, quant) and 24 in GPU_SIZES_GB

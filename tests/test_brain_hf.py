@@ -7,10 +7,11 @@ import torch
 from tiny_chat_model import build_tiny_chat_model
 
 from orchestrator import Orchestrator
-from orchestrator.events import Notice, ToolStarted
+from orchestrator.events import Notice, ReplyDelta, ToolStarted
 
 NATIVE_CALL = '<tool_call>\n{"name": "text2image", "arguments": {"prompt": "a cat", "seed": 1}}\n</tool_call>'
 REACT_CALL = 'Thought: I should draw\nAction: text2image\nAction Input: {"prompt": "a dog", "seed": 2}'
+ANSWER = "A red car is parked by the sea, under a grey sky."
 PLAIN_TEMPLATE = (  # ChatML without tools: the brain must fall back to the ReAct format
     "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
@@ -22,7 +23,8 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("chat-models")
     native = build_tiny_chat_model(root / "qwen-tools", NATIVE_CALL)
     react = build_tiny_chat_model(root / "chatml-plain", REACT_CALL, template=PLAIN_TEMPLATE)
-    return native, react
+    answer = build_tiny_chat_model(root / "qwen-answer", [w + " " for w in ANSWER.split()[:-1]] + ["sky."])
+    return native, react, answer
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +50,8 @@ def test_tool_calls_through_the_models_chat_template(models, session_root):
     result = events[-1].result
     assert result.tool_calls[0].error is None and (session.folder / result.images[0]).is_file()
     assert result.reply.startswith("I stopped after 1 steps")  # this model only ever calls the tool
+    shown = "".join(e.text for e in events if isinstance(e, ReplyDelta))
+    assert shown == result.reply and "tool_call" not in shown  # the call being written was never shown
 
     prompts = []
     generate = brain.model.generate
@@ -59,6 +63,12 @@ def test_tool_calls_through_the_models_chat_template(models, session_root):
     assert (
         "最新图片：" in prompt and "画一只猫" in prompt and "<tool_response>" in prompt
     )  # history, in Chinese
+
+
+def test_the_reply_streams_token_by_token(models, session_root):
+    events = list(hf_orchestrator(models[2], session_root).new_session().stream("what is in the picture?"))
+    pieces = [e.text for e in events if isinstance(e, ReplyDelta)]
+    assert len(pieces) >= 5 and "".join(pieces) == ANSWER == events[-1].result.reply
 
 
 def test_a_template_without_tools_gets_the_react_format(models, session_root):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from scripted_llm import ScriptedLLM, reply, tool_call
+from scripted_llm import ScriptedLLM, Stream, reply, tool_call
 
 from orchestrator.cli import main
 
@@ -98,6 +98,32 @@ def test_an_llm_server_over_http_and_a_dead_one(capsys, monkeypatch, photo):
         monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{sock.getsockname()[1]}/v1")
     code, data = run_json(capsys, *TINY, "hi")
     assert code == 1 and "cannot be reached" in data["turns"][0]["reply"]
+
+
+def test_the_transcript_writes_the_reply_as_it_streams(capsys, tmp_path):
+    from orchestrator.cli.run import Transcript
+    from orchestrator.events import ReplyDelta, ToolStarted, TurnFinished, TurnResult
+
+    transcript = Transcript(tmp_path)
+    transcript.show(ReplyDelta("Let me "))
+    assert capsys.readouterr().out == "assistant: Let me "  # on screen at once, the line still open
+    transcript.show(ReplyDelta("look."))
+    transcript.show(ToolStarted("c1", "image2canny", {"image": "image/0a1b2c3d.png"}))
+    transcript.show(ReplyDelta("Done"))
+    transcript.show(ReplyDelta(" and dusted."))
+    transcript.show(ReplyDelta("The server broke off.", replace=True))
+    transcript.show(TurnFinished(TurnResult("x", "The server broke off.")))
+    assert capsys.readouterr().out == (
+        'look.\n  -> image2canny {"image": "image/0a1b2c3d.png"}\nassistant: Done and dusted.\n'
+        "assistant: The server broke off.\n\n"
+    )
+
+
+def test_a_streamed_reply_is_one_assistant_line(capsys, monkeypatch):
+    with ScriptedLLM([Stream(["Edges ", "are ", "ready."])]) as llm:
+        monkeypatch.setenv("OPENAI_BASE_URL", llm.url)
+        assert main(["run", *TINY, "hello"]) == 0
+    assert "assistant: Edges are ready.\n" in capsys.readouterr().out
 
 
 def test_python_dash_m_entry_point(tmp_path):

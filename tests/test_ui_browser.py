@@ -170,3 +170,30 @@ def test_chinese_switch_translates_the_page_examples_and_the_reply(app, browser)
     reply = page.locator("#vo-chat .message-row").last.inner_text()
     assert "image2canny" in reply and re.search(r"[\u4e00-\u9fff]", reply.replace("边缘", "")), reply
     page.context.close()
+
+
+def test_a_reply_appears_token_by_token_while_the_model_is_still_writing(browser, tmp_path_factory):
+    """Issue 19: an openai-compatible server streams; the browser shows the words as they come."""
+    import threading
+
+    from scripted_llm import ScriptedLLM, Stream
+
+    from orchestrator import Orchestrator
+
+    gate = threading.Event()
+    words = ["The ", "first ", "words ", "came ", "early, ", "the ", "last ", "ones ", "later."]
+    with ScriptedLLM([Stream(words, gate=gate, gate_after=3)]) as llm:
+        orchestrator = Orchestrator("Image2Canny_cpu", weights="tiny", brain="openai",
+                                    brain_options={"base_url": llm.url, "api_key": "k", "max_retries": 0},
+                                    session_root=tmp_path_factory.mktemp("stream-sessions"))  # fmt: skip
+        with served(orchestrator) as url:
+            page = open_chat(browser, url)
+            page.fill("#vo-input textarea", "tell me")
+            page.press("#vo-input textarea", "Enter")
+            page.wait_for_function("document.querySelector('#vo-chat').innerText.includes('The first words')")
+            assert "later." not in chat_text(page)  # the server has not even sent it yet
+            assert page.locator("#vo-input textarea").is_disabled()  # the turn is still running
+            gate.set()
+            page.wait_for_function("document.querySelector('#vo-chat').innerText.includes('ones later.')")
+            page.wait_for_function("!document.querySelector('#vo-input textarea').disabled")
+            assert chat_text(page).count("The first words came early, the last ones later.") == 1

@@ -181,3 +181,17 @@ def test_the_user_bubble_pairs_each_file_sent_with_its_stored_image_and_strikes_
         ("image/00000002.png", "/sessions/s1/image/00000002.png"),
     ]
     assert refused == ["notes.txt"]
+
+
+def test_words_before_a_tool_call_stay_above_it_and_a_replaced_reply_is_not_appended():
+    turn = view()
+    for piece in ["Let me ", "look."]:
+        turn.apply(ReplyDelta(piece))
+    turn.apply(ToolStarted("c1", "image_captioning", {"image": EDGES}))
+    turn.apply(ToolFinished("c1", ToolCall("image_captioning", {"image": EDGES}, "a cat", seconds=0.5)))
+    turn.apply(ReplyDelta("It is a"))
+    turn.apply(ReplyDelta("The server broke off; ask again.", replace=True))
+    turn.apply(TurnFinished(TurnResult("what is it?", "The server broke off; ask again.")))
+    contents = [m.content for m in turn.messages]
+    assert contents[0] == "Let me look." and turn.messages[1].metadata["title"] == "🛠️ image_captioning"
+    assert contents[2:] == ["The server broke off; ask again."]

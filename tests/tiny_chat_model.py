@@ -65,7 +65,11 @@ def build_tokenizer(corpus: list[str], template: str = QWEN25_TEMPLATE) -> Any:
 
 
 def build_tiny_chat_model(
-    dest: Path, completion: str, template: str = QWEN25_TEMPLATE, seed: int = 0, hidden_size: int = 32
+    dest: Path,
+    completion: str | list[str],
+    template: str = QWEN25_TEMPLATE,
+    seed: int = 0,
+    hidden_size: int = 32,
 ) -> Path:
     """Save in ``dest`` a tiny chat model that answers any prompt with ``completion`` and stops.
 
@@ -73,14 +77,17 @@ def build_tiny_chat_model(
 
     Its layers add nothing to the residual stream (zero output projections), so the next token depends
     on the current token alone; the LM head maps the last token of the generation prompt to
-    ``completion`` (one added token) and that to ``<|im_end|>``.
+    ``completion`` (one added token) and that to ``<|im_end|>``. A list ``completion`` is its tokens, in order
+    (each added, each distinct), for a reply that streams in several pieces.
     """
     import torch
     from transformers import AddedToken, GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    tok = build_tokenizer([template, completion, "You are a helpful assistant. Draw a cat."], template)
-    tok.add_tokens([AddedToken(completion, special=False, normalized=False)])
-    answer, im_end, pad = tok.convert_tokens_to_ids([completion, "<|im_end|>", "<|endoftext|>"])
+    pieces = [completion] if isinstance(completion, str) else list(completion)
+    tok = build_tokenizer([template, "".join(pieces), "You are a helpful assistant. Draw a cat."], template)
+    tok.add_tokens([AddedToken(piece, special=False, normalized=False) for piece in pieces])
+    chain = tok.convert_tokens_to_ids(pieces)
+    im_end, pad = tok.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
     prompt = tok.apply_chat_template(
         [{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False
     )
@@ -97,7 +104,8 @@ def build_tiny_chat_model(
             layer.mlp.down_proj.weight.zero_()
         embed = model.model.embed_tokens.weight
         model.lm_head.weight.zero_()
-        for previous, following in ((trigger, answer), (answer, im_end)):
+        steps = [trigger, *chain, im_end]
+        for previous, following in zip(steps, steps[1:]):
             model.lm_head.weight[following] = 20 * embed[previous] / embed[previous].norm()
     model.generation_config = GenerationConfig(eos_token_id=[im_end, pad], pad_token_id=pad, do_sample=False)
     model.save_pretrained(dest)

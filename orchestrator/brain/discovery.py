@@ -2,7 +2,8 @@
 
 Each known port on 127.0.0.1 is asked for ``GET /v1/models`` at the same time, with short timeouts and one
 deadline for all of them (well under a second), through ``http.client`` so no proxy and no other host is
-ever contacted. Each is also asked Ollama's ``POST /api/show`` for the models' ``capabilities`` (others answer 404).
+ever contacted. Each is also asked Ollama's ``POST /api/show`` for the models' ``capabilities``, and LM Studio's
+``GET /api/v0/models`` for theirs (``tool_use``); other servers answer 404 at once.
 The model chosen is the first that can call tools, by the preference list below; else the first by name.
 """
 
@@ -86,6 +87,9 @@ def _probe(host: str, port: int, timeout: float, end: float) -> LocalServer | No
         return None
     capable = _ollama_tool_models(host, port, chat, timeout, end)  # others answer 404 at once
     server = "Ollama" if capable is not None else SERVERS.get(port, f"a server on port {port}")
+    if capable is None:
+        capable = _lmstudio_tool_models(host, port, chat, timeout, end)
+        server = "LM Studio" if capable is not None else server
     model = choose_model(chat, capable)
     tools = None if capable is None else model in capable
     log.info("found %s at %s:%d with %d models; chose %s", server, host, port, len(chat), model)
@@ -106,6 +110,25 @@ def _ollama_tool_models(
                 capable.add(name)
                 break
     return capable if said else None
+
+
+def _lmstudio_tool_models(
+    host: str, port: int, names: list[str], timeout: float, end: float
+) -> set[str] | None:
+    """The models LM Studio's REST API says can call tools (``"capabilities": ["tool_use"]``), or None if it
+    does not say (not LM Studio, or a version without capabilities)."""
+    listing = _get_json(host, port, "GET", "/api/v0/models", None, timeout, end)
+    data = listing.get("data") if isinstance(listing, dict) else None
+    if not isinstance(data, list):
+        return None
+    entries = [m for m in data if isinstance(m, dict) and m.get("id") in names]
+    if not any(isinstance(m.get("capabilities"), list) for m in entries):
+        return None
+    return {
+        m["id"]
+        for m in entries
+        if "tool_use" in (m.get("capabilities") or []) and m.get("type") != "embeddings"
+    }
 
 
 def choose_model(names: list[str], capable: set[str] | None = None) -> str:

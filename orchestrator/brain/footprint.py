@@ -3,7 +3,8 @@
 The brain loads on the first chat, after the tools' models are placed; without this, ``Text2Image_auto`` could
 take the memory a local LLM needs a minute later. The estimate is the weight files on disk at the dtype the brain
 loads in (float32 files load as 16-bit; ``--quant int8`` keeps about 0.55 of that, ``int4`` about 0.3), plus 10%
-for the activations and KV cache of a turn. A model that is not on disk yet reserves nothing (it is reported).
+for the activations and KV cache of a turn. A model that is not on disk yet is estimated from its published size
+when ``data/local_brains.yaml`` knows it (``known_brain_mb``), else it reserves nothing (and that is logged).
 Nothing here imports torch or transformers.
 """
 
@@ -13,7 +14,11 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import cache
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from ..devices import Device
 from .base import BrainConfig
@@ -23,6 +28,11 @@ log = logging.getLogger(__name__)
 QUANT_FACTOR = {None: 1.0, "int8": 0.55, "int4": 0.3}  # resident bytes against 16-bit weights (bitsandbytes)
 OVERHEAD = 1.1  # activations and the KV cache of one turn
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt")
+KNOWN_BRAINS = Path(__file__).resolve().parents[1] / "data" / "local_brains.yaml"
+# Bytes per parameter of the linear layers as bitsandbytes stores them; embeddings and the output head stay 16-bit.
+LINEAR_BYTES = {None: 2.0, "int8": 1.0, "int4": 0.5625}  # nf4: 4 bits + an fp32 absmax per 64 weights
+CONTEXT_TOKENS = 8192  # a turn's prompt: history budget, system prompt, tool schemas, the reply
+WORKSPACE_MB = 300  # prefill activations of such a prompt
 
 
 def keep_free_for_brain(devices: list[Device], config: BrainConfig) -> list[Device]:
@@ -45,10 +55,33 @@ def brain_reservation(config: BrainConfig, devices: Sequence[Device]) -> tuple[s
         return None
     folder = model_folder(config.model)
     if folder is None:
-        log.info("the hf brain %s is not on disk yet: no memory kept free for it on %s", config.model, device)
-        return None
+        known = known_brain_mb(config.model, config.quant)
+        if known is None:
+            log.info(
+                "the hf brain %s is not on disk yet: no memory kept free for it on %s", config.model, device
+            )
+            return None
+        return device, known
     mb = weights_mb(folder, config.quant)
     return (device, mb) if mb else None
+
+
+@cache
+def known_brains() -> dict[str, dict[str, Any]]:
+    """The local brains of ``data/local_brains.yaml``, by hub id."""
+    return yaml.safe_load(KNOWN_BRAINS.read_text(encoding="utf-8"))
+
+
+def known_brain_mb(model: str, quant: str | None = None, context: int = CONTEXT_TOKENS) -> int | None:
+    """MB a known brain takes on a GPU (weights as bitsandbytes keeps them, the KV cache of ``context`` tokens in
+    16 bits, the prefill's workspace), from its published sizes; None for a model the table does not know."""
+    facts = known_brains().get(model)
+    if facts is None:
+        return None
+    embedding = float(facts["embedding"])
+    weights = (float(facts["params"]) - embedding) * LINEAR_BYTES[quant] + embedding * 2
+    kv_cache = 2 * facts["layers"] * facts["kv_heads"] * facts["head_dim"] * 2 * context
+    return round((weights * 1.02 + kv_cache) / 2**20) + WORKSPACE_MB
 
 
 def weights_mb(folder: Path, quant: str | None = None) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import threading
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
@@ -20,6 +21,7 @@ from .history import remind_language
 from .openai_chat import tool_specs
 from .parsers import parse_tool_calls
 from .react import parse_react, react_messages, single_args
+from .streaming import CallGuard, ReactGuard, drain
 
 if TYPE_CHECKING:
     from ..tools import Tool
@@ -45,37 +47,78 @@ class HFBrain:
     def respond(
         self, messages: list[BaseMessage], tools: list[Tool], turn: TurnInfo, timeout: float
     ) -> AIMessage:
+        return drain(self.stream(messages, tools, turn, timeout))
+
+    def stream(
+        self, messages: list[BaseMessage], tools: list[Tool], turn: TurnInfo, timeout: float
+    ) -> Generator[str, None, AIMessage]:
+        """The next message, its text yielded token by token (never a tool call being written); returns it."""
         messages = remind_language(messages, turn.language)
+        names = [t.name for t in tools]
         if self.native:
-            text = self._generate([_chat_dict(m) for m in messages], tool_specs(tools) or None, timeout)
-            return parse_tool_calls(text, [t.name for t in tools], single_args(tools))
-        text = self._generate([_chat_dict(m) for m in react_messages(messages, tools)], None, timeout)
+            chat = [_chat_dict(m) for m in messages]
+            text = yield from self._generate(chat, tool_specs(tools) or None, timeout, CallGuard(names))
+            return parse_tool_calls(text, names, single_args(tools))
+        chat = [_chat_dict(m) for m in react_messages(messages, tools)]
+        text = yield from self._generate(chat, None, timeout, ReactGuard())
         return parse_react(text, tools)
 
     def _generate(
-        self, chat: list[dict[str, Any]], tools: list[dict[str, Any]] | None, timeout: float
-    ) -> str:
+        self, chat: list[dict[str, Any]], tools: list[dict[str, Any]] | None, timeout: float,
+        guard: CallGuard | ReactGuard,
+    ) -> Generator[str, None, str]:  # fmt: skip
+        """Generate in a worker thread, yielding the shown text as tokens are decoded; returns the whole text.
+        Closing the generator (the turn was stopped) stops the generation at the next token."""
         import torch
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         tok = self.tokenizer
         try:
             encoded = self._encode(chat, tools).to(self.device)
-            stop = {} if self.native else {"stop_strings": ["Observation:"], "tokenizer": tok}
-            with self._lock, torch.inference_mode():
-                output = self.model.generate(
-                    **encoded,
-                    max_new_tokens=self.config.max_new_tokens,
-                    do_sample=False,
-                    max_time=max(1.0, timeout),
-                    pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-                    **stop,
-                )
         except Exception as exc:
-            log.exception("generation failed in %s", self.name)
-            raise BrainError(
-                "hf_failed", model=self.name, reason=f"{type(exc).__name__}: {str(exc)[:160]}"
-            ) from exc
-        return tok.decode(output[0, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
+            raise self._failed(exc) from exc
+        stopped = threading.Event()
+        streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+        stop = {} if self.native else {"stop_strings": ["Observation:"], "tokenizer": tok}
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                with torch.inference_mode():
+                    self.model.generate(
+                        **encoded,
+                        max_new_tokens=self.config.max_new_tokens,
+                        do_sample=False,
+                        max_time=max(1.0, timeout),
+                        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+                        streamer=streamer,
+                        stopping_criteria=StoppingCriteriaList([_Stopped(stopped)]),
+                        **stop,
+                    )
+            except BaseException as exc:  # reported by the reading side, with the model's name
+                failure.append(exc)
+                streamer.end()
+
+        text = ""
+        with self._lock:
+            worker = threading.Thread(target=work, name=f"generate-{self.name}", daemon=True)
+            worker.start()
+            try:
+                for piece in streamer:
+                    text += piece
+                    shown = guard.feed(piece)
+                    if shown:
+                        yield shown
+            finally:
+                stopped.set()
+                worker.join()
+        if failure:
+            raise self._failed(failure[0]) from failure[0]
+        return text
+
+    def _failed(self, exc: BaseException) -> BrainError:
+        log.error("generation failed in %s", self.name, exc_info=exc)
+        return BrainError("hf_failed", model=self.name, reason=f"{type(exc).__name__}: {str(exc)[:160]}")
 
     def _encode(self, chat: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> Any:
         from jinja2 import TemplateError
@@ -97,6 +140,20 @@ class HFBrain:
                 merged = {**chat[1], "content": f"{chat[0]['content']}\n\n{chat[1]['content']}"}
                 return tok.apply_chat_template([merged, *chat[2:]], tools=tools, **options)
             raise
+
+
+class _Stopped:
+    """A stopping criterion that ends generation once the turn is stopped (``event`` set)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full(
+            (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
+        )
 
 
 def load_chat_model(config: BrainConfig) -> tuple[Any, Any, str]:

@@ -63,11 +63,12 @@ def run_command(args: argparse.Namespace) -> int:
             images = args.image if index == 0 else []
             if not args.json:
                 _out(f"you: {message}")
+            transcript = Transcript(session.folder)
             for event in session.stream(message, images):
                 if isinstance(event, TurnFinished):
                     results.append(event.result)
                 if not args.json:
-                    _print_event(event, session.folder)
+                    transcript.show(event)
                 elif isinstance(event, Notice):
                     print(f"note: {event.text}", file=sys.stderr)
     except KeyboardInterrupt:
@@ -100,23 +101,43 @@ def _as_json(results: list[TurnResult], folder: Path) -> dict[str, Any]:
     return {"turns": turns, "session_dir": str(folder)}
 
 
-def _print_event(event: Event, folder: Path) -> None:
-    if isinstance(event, Notice):
-        _out(f"note: {event.text}")
-    elif isinstance(event, ToolStarted):
-        _out(f"  -> {event.tool} {json.dumps(event.args, ensure_ascii=False, default=str)}")
-    elif isinstance(event, ToolProgress) and event.step is None:
-        _out(f"     {event.message}")
-    elif isinstance(event, ToolFinished):
-        call = event.call
-        outcome = f"error: {call.error}" if call.error else ", ".join(call.images) or call.output
-        _out(f"  <- {call.tool} ({call.seconds:.1f} s) {outcome}")
-    elif isinstance(event, ReplyDelta):
-        _out(f"assistant: {event.text}")
-    elif isinstance(event, TurnFinished):
-        for name in event.result.images:
-            _out(f"  image: {(folder / name).resolve()}")
+class Transcript:
+    """Prints a turn's events as they come; the reply is written piece by piece on its own ``assistant:`` line."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.writing = False  # an ``assistant:`` line is open
+
+    def show(self, event: Event) -> None:
+        if isinstance(event, ReplyDelta):
+            if event.replace and self.writing:  # the turn ended otherwise than streamed: the reply anew
+                self._end_line()
+            if not self.writing:
+                sys.stdout.write("assistant: ")
+                self.writing = True
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+            return
+        if self.writing:
+            self._end_line()
+        if isinstance(event, Notice):
+            _out(f"note: {event.text}")
+        elif isinstance(event, ToolStarted):
+            _out(f"  -> {event.tool} {json.dumps(event.args, ensure_ascii=False, default=str)}")
+        elif isinstance(event, ToolProgress) and event.step is None:
+            _out(f"     {event.message}")
+        elif isinstance(event, ToolFinished):
+            call = event.call
+            outcome = f"error: {call.error}" if call.error else ", ".join(call.images) or call.output
+            _out(f"  <- {call.tool} ({call.seconds:.1f} s) {outcome}")
+        elif isinstance(event, TurnFinished):
+            for name in event.result.images:
+                _out(f"  image: {(self.folder / name).resolve()}")
+            _out("")
+
+    def _end_line(self) -> None:
         _out("")
+        self.writing = False
 
 
 def _out(text: str) -> None:

@@ -101,7 +101,7 @@ class TurnView:
     messages: list[gr.ChatMessage] = field(default_factory=list)
     clock: Callable[[], float] = time.monotonic
     _steps: dict[str, _Step] = field(default_factory=dict)
-    _reply: int | None = None  # index of the message the reply streams into
+    _reply: int | None = None  # index of the message the reply streams into (since the last tool step)
     finished: bool = False
 
     def apply(self, event: Event) -> bool:
@@ -115,12 +115,13 @@ class TurnView:
         elif isinstance(event, ToolFinished):
             self._finish(event)
         elif isinstance(event, ReplyDelta):
-            if not event.text:
+            if not event.text and not event.replace:
                 return False
             if self._reply is None:
                 self._add(gr.ChatMessage(content=""))
                 self._reply = len(self.messages) - 1
-            self.messages[self._reply].content += event.text
+            message = self.messages[self._reply]
+            message.content = event.text if event.replace else message.content + event.text
         elif isinstance(event, TurnFinished):
             self._end(event)
         else:
@@ -133,6 +134,7 @@ class TurnView:
 
     # -- tool steps ------------------------------------------------------------------------------
     def _start(self, event: ToolStarted) -> None:
+        self._reply = None  # text written before this call stays above it; the reply comes after it
         message = gr.ChatMessage(content="", metadata={"title": f"🛠️ {event.tool}", "status": "pending"})
         self._add(message)
         self._steps[event.call_id] = _Step(len(self.messages) - 1, event.tool, dict(event.args), self.clock())

@@ -26,6 +26,7 @@ from .common import (
     unfence,
 )
 
+_LEAD_OUT = re.compile(r"(?:\s*(?:Action\s*:|```\w*|\[))+\s*$|^\s*(?:Question|Thought)\s*:.*$", re.I | re.M)
 _ACTION_KEY = re.compile(r"[\"']action[\"']\s*:\s*[\"']([^\"']*)[\"']")
 _FINAL = {"final answer", "final_answer", "finalanswer"}
 _NAME_FIELD = re.compile(r'"name"\s*:\s*"([^"]+)"')
@@ -108,7 +109,9 @@ def structured_chat(text: str, tool_names: Collection[str]) -> Found | None:
     blob = try_loads(text[start : end + 1]) if end is not None else None
     if blob is None:
         raw = text[start:]
-        return "", [Call(first.group(1), Broken(raw, broken_reason(raw)))]
+        return _LEAD_OUT.sub("", text[:start]).strip(), [
+            Call(first.group(1), Broken(raw, broken_reason(raw)))
+        ]
     calls = []
     for item in blob if isinstance(blob, list) else [blob]:
         if not isinstance(item, dict) or "action" not in item:
@@ -119,7 +122,7 @@ def structured_chat(text: str, tool_names: Collection[str]) -> Found | None:
                 break
             return (value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)), []
         calls.append(Call(name, value if isinstance(value, dict) else Bare(value)))
-    return "", calls
+    return _LEAD_OUT.sub("", text[:start]).strip(), calls  # the words before the blob stay, as with tags
 
 
 def pythonic(text: str, tool_names: Collection[str]) -> Found | None:
