@@ -68,7 +68,8 @@ def run_turn(session: Session, text: str, images: Sequence[Any] = (), language: 
 def _steps(session: Session, holder: LazyBrain, new: list[BaseMessage], turn: TurnInfo, result: TurnResult,
            deadline: float, shown: list[str]) -> Steps:  # fmt: skip
     """Brain steps until an answer; returns the reply. The reply's text is streamed as it comes (``shown``)."""
-    config, tools = holder.config, list(session.orchestrator.tools.values())
+    config, persona = holder.config, session.persona
+    tools = [t for t in session.orchestrator.tools.values() if persona is None or persona.allows(t.name)]
     history = trim(load(session.history), config.history_tokens)
     try:
         if not holder.loaded and config.kind == "hf":
@@ -78,7 +79,7 @@ def _steps(session: Session, holder: LazyBrain, new: list[BaseMessage], turn: Tu
             if time.monotonic() >= deadline:
                 return _stopped("time_limit", turn.language, result, seconds=round(config.turn_seconds))
             names = tuple(session.images.names())
-            system = SystemMessage(system_prompt(turn.language, names))
+            system = SystemMessage(system_prompt(turn.language, names, persona.system if persona else ""))
             ai = yield from _ask(
                 brain, [system, *history, *new], tools, replace(turn, images=names), deadline, shown
             )
@@ -130,6 +131,12 @@ def _call(session: Session, call: dict[str, Any], result: TurnResult, deadline: 
         tool = session.orchestrator.tools.get(name)
         example = json.dumps({p.name: "..." for p in tool.params if p.required} if tool else {})
         error = message("bad_arguments", tool=name, reason=call.get("error") or "?", example=example)
+    elif (
+        session.persona is not None
+        and not session.persona.allows(name)
+        and name in session.orchestrator.tools
+    ):
+        error = message("persona_tool", tool=name, persona=session.persona.title)
     elif time.monotonic() >= deadline:
         error = message("tool_skipped")
     elif len(result.tool_calls) >= limit:

@@ -16,6 +16,7 @@ from .tools import Progress
 
 if TYPE_CHECKING:
     from .engine import Orchestrator
+    from .personas import Persona
 
 
 class Session:
@@ -28,6 +29,9 @@ class Session:
         self.history: list[dict[str, Any]] = []  # chat messages, kept by the brain
         self.language = "en"
         self.notices: set[str] = set()  # notices already shown once (e.g. the rules-brain fallback)
+        self.persona: Persona | None = (
+            None  # its system-prompt addition, language and tools (``use_persona``)
+        )
         self.last_active = time.time()
         # Held for the whole of a turn. A plain Lock, not an RLock: Gradio advances a stream from
         # worker threads that may differ step to step, and nothing inside a turn starts another.
@@ -66,6 +70,12 @@ class Session:
                 yield event
         if finished is not None:
             yield finished
+
+    def use_persona(self, persona: Persona | None) -> None:
+        """From the next turn on, answer as ``persona`` (None: as the plain assistant). The history stays."""
+        self.persona = persona
+        if persona is not None and persona.language:
+            self.language = persona.language
 
     def chat(self, text: str, images: Sequence[Any] = (), language: str | None = None) -> TurnResult:
         """One user turn: the reply, the images made or uploaded, and the tool calls."""

@@ -13,6 +13,8 @@ argument, then the environment, then the default.
 | ``compile_helper`` | ``VISUAL_ORCHESTRATOR_COMPILE_HELPER=0`` | ``--no-compile-helper`` |
 | ``openai_api_key``, ``openai_base_url``, ``openai_model`` | ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_MODEL`` | ``--model`` |
 | ``discover_local_llm`` | ``VISUAL_ORCHESTRATOR_DISCOVER=0`` | |
+| ``api_key`` | ``VISUAL_ORCHESTRATOR_API_KEY`` | ``--api-key`` (serve) |
+| ``persona_dir`` | ``VISUAL_ORCHESTRATOR_PERSONAS`` (else ``$XDG_CONFIG_HOME/visual-orchestrator/personas``) | |
 
 Variables that belong to other libraries (``CUDA_VISIBLE_DEVICES``, ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``,
 ``TORCHINDUCTOR_CACHE_DIR``) stay theirs: they are read where the code mirrors that library.
@@ -68,11 +70,13 @@ class Settings:
     inductor_cache_dir: Path | None = None  # the user's TORCHINDUCTOR_CACHE_DIR; None: under cache_dir
     discover_local_llm: bool = True  # --brain auto probes 127.0.0.1 for Ollama, LM Studio, llama.cpp, vLLM
     local_llm_ports: tuple[int, ...] = (11434, 1234, 8080, 8000)  # in the order they are preferred
+    persona_dir: Path | None = None  # the user's own personas (*.yaml) beside the shipped ones
+    api_key: str | None = None  # the key `serve` requires of its clients
 
     def __post_init__(self) -> None:
         if self.weights not in ("hub", "tiny"):
             raise ValueError(f"weights mode must be 'hub' or 'tiny', got {self.weights!r}")
-        for name in ("model_dir", "cache_dir", "session_root", "inductor_cache_dir"):
+        for name in ("model_dir", "cache_dir", "session_root", "inductor_cache_dir", "persona_dir"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value).expanduser())
@@ -88,6 +92,11 @@ class Settings:
             values[name] = env.get(variable) or None
         chosen = env.get("TORCHINDUCTOR_CACHE_DIR")
         values["inductor_cache_dir"] = chosen if chosen and not _is_torch_default(chosen) else None
+        values["api_key"] = env.get("VISUAL_ORCHESTRATOR_API_KEY") or None
+        config_home = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config").expanduser()
+        values["persona_dir"] = (
+            env.get("VISUAL_ORCHESTRATOR_PERSONAS") or config_home / "visual-orchestrator" / "personas"
+        )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - known)
         if unknown:

@@ -26,3 +26,30 @@ def served(orchestrator: Any, **launch_options: Any) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
+
+
+@contextmanager
+def served_api(orchestrator: Any, **options: Any) -> Iterator[str]:
+    """The OpenAI-compatible API over ``orchestrator`` (``ApiOptions(**options)``) on a free loopback port, served
+    by uvicorn in a thread; yields its base URL (``http://127.0.0.1:PORT/v1``)."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from orchestrator.api import ApiOptions, create_app
+
+    app = create_app(orchestrator, ApiOptions(**options))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -57,16 +57,18 @@ def detect_language(text: str, default: str = "en") -> str:
     return "zh" if cjk >= latin else "en"
 
 
-def system_prompt(language: str, images: list[str] | tuple[str, ...]) -> str:
-    """The system prompt for one turn: the rules, the session's images, the answer language."""
+def system_prompt(language: str, images: list[str] | tuple[str, ...], persona: str = "") -> str:
+    """The system prompt for one turn: the rules, the session's images, the answer language, and the persona's
+    own instructions (``persona``) if one was chosen."""
     language = language if language in LANGUAGES else "en"
     shown = list(images)[-20:]
     none = message("no_images", language)
-    return render(
+    text = render(
         load_prompt(f"system_{language}.md"),
         images=", ".join(shown) if shown else none,
         newest=shown[-1] if shown else none,
     ).strip()
+    return f"{text}\n\n{persona.strip()}" if persona.strip() else text
 
 
 def upload_announcement(language: str, name: str, caption: str | None) -> str:

@@ -11,6 +11,7 @@ from ..settings import Settings
 
 if TYPE_CHECKING:
     from ..engine import Orchestrator
+    from ..personas import Persona
 
 ALL_CARDS_HINT = "comma-separated Name_device items, e.g. ImageCaptioning_cuda:0,Text2Image_cuda:0"
 
@@ -36,8 +37,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, load_required: bool = 
 
 def add_brain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--brain", default=None, metavar="BRAIN",
-                        help="openai | rules | hf:<model id or folder> (default: openai when OPENAI_API_KEY or "
-                             "OPENAI_BASE_URL is set, else rules)")  # fmt: skip
+                        help="auto | openai | rules | hf:<model id or folder> (default auto: OPENAI_BASE_URL/"
+                             "OPENAI_API_KEY if set, else a local Ollama/LM Studio/llama.cpp/vLLM, else rules)")  # fmt: skip
     parser.add_argument("--model", default=None, metavar="NAME", help="the openai brain's model name")
     parser.add_argument(
         "--quant", choices=("int8", "int4"), help="quantize an hf: brain (bitsandbytes, CUDA)"
@@ -46,6 +47,15 @@ def add_brain_arguments(parser: argparse.ArgumentParser) -> None:
         "--trust-remote-code", action="store_true", help="let an hf: brain run its repository's code"
     )
     parser.add_argument("--session-dir", metavar="DIR", help="where sessions keep their images")
+    parser.add_argument("--persona", metavar="NAME",
+                        help="answer as this persona (personas/*.yaml, or your own in the persona folder)")  # fmt: skip
+
+
+def persona_from_args(args: argparse.Namespace, orchestrator: Orchestrator) -> Persona | None:
+    """The --persona chosen (None without one); an unknown name is a SpecError that lists the known ones."""
+    from ..personas import choose, load_personas
+
+    return choose(load_personas(orchestrator.settings.persona_dir), getattr(args, "persona", None))
 
 
 def orchestrator_from_args(args: argparse.Namespace, session_root: str | None = None) -> Orchestrator:

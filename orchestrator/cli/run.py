@@ -27,7 +27,7 @@ from ..events import (
     TurnFinished,
     TurnResult,
 )
-from .common import add_brain_arguments, add_common_arguments, fail, orchestrator_from_args
+from .common import add_brain_arguments, add_common_arguments, fail, orchestrator_from_args, persona_from_args
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         orchestrator = orchestrator_from_args(args)
         session = orchestrator.new_session(args.session_dir)
+        session.use_persona(persona_from_args(args, orchestrator))
     except (SpecError, BrainError) as exc:
         return fail(2, str(exc))
     except OrchestratorError as exc:

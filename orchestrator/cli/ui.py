@@ -7,7 +7,8 @@ import sys
 from typing import Any
 
 from ..errors import SpecError
-from .common import add_brain_arguments, add_common_arguments, orchestrator_from_args
+from .common import add_brain_arguments, add_common_arguments, orchestrator_from_args, persona_from_args
+from .serve import add_api_arguments, api_key_from_args, api_options_from_args
 
 
 def add_ui_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -31,6 +32,9 @@ def add_ui_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
     parser.add_argument("--concurrency", type=int, default=1, metavar="N",
                         help="turns that may run at once per device the models use (default 1)")  # fmt: skip
+    parser.add_argument("--api", action="store_true",
+                        help="also serve the OpenAI-compatible API at /v1 of the same port (see the serve command)")  # fmt: skip
+    add_api_arguments(parser)
     parser.add_argument("--warmup", action="store_true",
                         help="load and call every tool in the background as the app starts serving, so the first users "
                              "find the models loaded and, on CUDA, compiled (see the warmup command)")  # fmt: skip
@@ -54,14 +58,48 @@ def launch_from_args(args: argparse.Namespace) -> int:
 
     auth = parse_auth(args.auth)
     orchestrator = orchestrator_from_args(args, session_root=args.session_dir)
-    demo = build_app(orchestrator, per_device_concurrency=args.concurrency)
+    persona = persona_from_args(args, orchestrator)  # an unknown one is a SpecError: exit 2 before serving
+    demo = build_app(
+        orchestrator, per_device_concurrency=args.concurrency, persona=persona.name if persona else None
+    )
     if args.warmup:
         from ..warmup import warm_up_in_background
 
         warm_up_in_background(orchestrator)
+    if args.api:
+        return _serve_with_api(args, orchestrator, demo, auth)
     try:
         launch(demo, orchestrator, host=args.host, port=args.port, auth=auth, share=args.share)
     except OSError as exc:  # the port is taken, or the address cannot be bound
+        print(
+            f"error: cannot serve on {args.host}:{args.port} ({exc}); choose another --port.", file=sys.stderr
+        )
+        return 1
+    return 0
+
+
+def _serve_with_api(
+    args: argparse.Namespace, orchestrator: Any, demo: Any, auth: list[tuple[str, str]]
+) -> int:
+    """The chat app and the API in one process, on one port."""
+    import uvicorn
+
+    from ..api import create_app, refuse_public_without_key
+    from ..ui import mount
+
+    api_key = api_key_from_args(args)
+    refusal = refuse_public_without_key(args.host, api_key)
+    if refusal:
+        raise SpecError(refusal)
+    app = mount(demo, orchestrator, create_app(orchestrator, api_options_from_args(args, api_key)), auth=auth,
+                host=args.host, port=args.port)  # fmt: skip
+    print(
+        f"chat app on http://{args.host}:{args.port}/ and the API on http://{args.host}:{args.port}/v1",
+        flush=True,
+    )
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    except OSError as exc:
         print(
             f"error: cannot serve on {args.host}:{args.port} ({exc}); choose another --port.", file=sys.stderr
         )

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
     from ..engine import Orchestrator
 
-__all__ = ["build_app", "launch"]
+__all__ = ["build_app", "launch", "mount"]
 
 
 def build_app(orchestrator: Orchestrator, **kwargs: Any) -> gr.Blocks:
@@ -26,3 +26,9 @@ def launch(demo: gr.Blocks, orchestrator: Orchestrator, **kwargs: Any) -> Any:
     from .app import launch as serve
 
     return serve(demo, orchestrator, **kwargs)
+
+
+def mount(demo: gr.Blocks, orchestrator: Orchestrator, app: Any, **kwargs: Any) -> Any:
+    from .app import mount as attach
+
+    return attach(demo, orchestrator, app, **kwargs)

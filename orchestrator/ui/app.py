@@ -65,14 +65,16 @@ def build_app(
     queue_size: int = 64,
     idle_seconds: float = 6 * 3600,
     language: str = "en",
+    persona: str | None = None,
 ) -> gr.Blocks:
-    """The chat app over ``orchestrator``: one session per browser tab, created on its first message."""
+    """The chat app over ``orchestrator``: one session per browser tab, created on its first message.
+    ``persona``: the one chosen when a tab opens (each tab may choose another, before or during its chat)."""
     handlers = Handlers(orchestrator, SessionPool(orchestrator, idle_seconds=idle_seconds))
     limit = turn_concurrency(orchestrator, per_device_concurrency)
     with gr.Blocks(title="Visual Orchestrator", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
-        ui = _layout(orchestrator, handlers, Strings(language))
+        ui = _layout(orchestrator, handlers, Strings(language), persona)
         ui.textbox.submit(
-            handlers.respond, [ui.textbox, ui.chatbot, ui.language], [ui.chatbot, ui.textbox, ui.models],
+            handlers.respond, [ui.textbox, ui.chatbot, ui.language, ui.persona], [ui.chatbot, ui.textbox, ui.models],
             api_visibility="private", concurrency_limit=limit, concurrency_id="turn",
         ).then(handlers.after_turn, [ui.language], [ui.textbox, ui.models], **PRIVATE)  # fmt: skip
         ui.examples.click(handlers.example_text, [ui.examples], [ui.textbox], **PRIVATE)
@@ -81,6 +83,7 @@ def build_app(
         )
         ui.chatbot.clear(handlers.clear, [ui.language], [ui.chatbot, ui.textbox, ui.models], **PRIVATE)
         ui.refresh.click(handlers.panel_for, [ui.language], [ui.models], **PRIVATE)
+        ui.persona.change(handlers.persona_info, [ui.persona, ui.language], [ui.persona_info], **PRIVATE)
         demo.load(handlers.panel_for, [ui.language], [ui.models], **PRIVATE)
         demo.unload(handlers.close_tab)
         relabeled = [ui.header, ui.chatbot, ui.textbox, ui.examples, ui.clear, ui.language, ui.models_title,
@@ -95,13 +98,18 @@ def build_app(
     return demo
 
 
-def _layout(orchestrator: Orchestrator, handlers: Handlers, strings: Strings) -> SimpleNamespace:
+def _layout(
+    orchestrator: Orchestrator, handlers: Handlers, strings: Strings, persona: str | None
+) -> SimpleNamespace:
     ui = SimpleNamespace()
     with gr.Row(equal_height=True):
         with gr.Column(scale=4):
             ui.header = gr.Markdown(_header(strings))
         with gr.Column(scale=1, min_width=280):
             ui.language = gr.Radio(language_choices(), value=strings.language, label=strings["language"])
+            ui.persona = gr.Dropdown(handlers.persona_choices(strings), value=persona or "",
+                                     label=strings["persona"], elem_id="vo-persona")  # fmt: skip
+            ui.persona_info = gr.Markdown(handlers.persona_info(persona or "", strings.language))
     with gr.Row(equal_height=False):
         with gr.Column(scale=4):
             ui.chatbot = gr.Chatbot(
@@ -152,6 +160,16 @@ def _relabel(orchestrator: Orchestrator, handlers: Handlers, strings: Strings) -
         gr.Button(strings["refresh"]),
         gr.Accordion(label=strings.format("tools", count=len(orchestrator.tools))),
     ]
+
+
+def mount(demo: gr.Blocks, orchestrator: Orchestrator, app: Any, *, auth: list[tuple[str, str]] | None = None,
+          host: str = "127.0.0.1", port: int = 7860) -> Any:  # fmt: skip
+    """The chat app mounted at ``/`` of another FastAPI app (the API's: ``gradio_app.py --api``), as ``launch``
+    would serve it; serve the result with uvicorn."""
+    orchestrator.session_root.mkdir(parents=True, exist_ok=True)
+    return gr.mount_gradio_app(app, demo, path="/", server_name=host, server_port=port, auth=auth or None,
+                               theme=THEME, css=APP_CSS, max_file_size=orchestrator.image_limits.max_upload_bytes,
+                               allowed_paths=[str(orchestrator.session_root)], footer_links=["api"])  # fmt: skip
 
 
 def launch(

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
 from ..events import ImageStored, ReplyDelta, TurnFinished
+from ..personas import Persona, load_personas
 from .i18n import Strings
 from .panel import models_html
 from .render import TurnView, pair_uploads, user_message
@@ -34,9 +36,10 @@ class Handlers:
 
     # -- the browser ---------------------------------------------------------------------------
     def respond(
-        self, message: dict[str, Any] | None, history: list[Any], language: str, request: gr.Request
-    ) -> Iterator[tuple[Any, Any, Any]]:
-        """One turn in the chat, streamed: outputs (chatbot, textbox, models panel)."""
+        self, message: dict[str, Any] | None, history: list[Any], language: str, persona: str | None,
+        request: gr.Request,
+    ) -> Iterator[tuple[Any, Any, Any]]:  # fmt: skip
+        """One turn in the chat, streamed: outputs (chatbot, textbox, models panel). ``persona``: the tab's."""
         text, files = _split(message)
         if not text and not files:
             yield gr.skip(), gr.skip(), gr.skip()
@@ -48,9 +51,27 @@ class Handlers:
             yield gr.skip(), gr.skip(), gr.skip()
             return
         try:
+            chosen = self.personas.get(persona or "")
+            if slot.session.persona is not chosen:
+                slot.session.use_persona(chosen)
             yield from self._turn(slot.session, text, files, list(history or []), strings)
         finally:
             slot.release()
+
+    # -- personas --------------------------------------------------------------------------------
+    @cached_property
+    def personas(self) -> dict[str, Persona]:
+        return load_personas(self.orchestrator.settings.persona_dir)
+
+    def persona_choices(self, strings: Strings) -> list[tuple[str, str]]:
+        return [(strings["no_persona"], ""), *((p.title, p.name) for p in self.personas.values())]
+
+    def persona_info(self, name: str | None, language: str) -> str:
+        persona = self.personas.get(name or "")
+        if persona is None:
+            return ""
+        openers = "".join(f"\n- {line}" for line in persona.openers)
+        return f"{persona.description}{openers}"
 
     def _turn(
         self, session: Session, text: str, files: list[str], history: list[Any], strings: Strings
