@@ -13,6 +13,10 @@ argument, then the environment, then the default.
 | ``compile_helper`` | ``VISUAL_ORCHESTRATOR_COMPILE_HELPER=0`` | ``--no-compile-helper`` |
 | ``openai_api_key``, ``openai_base_url``, ``openai_model`` | ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_MODEL`` | ``--model`` |
 | ``discover_local_llm`` | ``VISUAL_ORCHESTRATOR_DISCOVER=0`` | |
+| ``web_search`` | ``VISUAL_ORCHESTRATOR_WEB_SEARCH`` (searxng, duckduckgo, brave, tavily; unset: off) | |
+| ``web_search_url`` | ``VISUAL_ORCHESTRATOR_WEB_SEARCH_URL`` (the SearxNG instance; another backend's endpoint) | |
+| ``web_search_key`` | ``VISUAL_ORCHESTRATOR_WEB_SEARCH_KEY``, else ``BRAVE_API_KEY`` / ``TAVILY_API_KEY`` | |
+| ``web_allow`` | ``VISUAL_ORCHESTRATOR_WEB_ALLOW`` (comma-separated networks and host names) | |
 
 Variables that belong to other libraries (``CUDA_VISIBLE_DEVICES``, ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``,
 ``TORCHINDUCTOR_CACHE_DIR``) stay theirs: they are read where the code mirrors that library.
@@ -38,6 +42,10 @@ SWITCHES = {  # field -> the variable that turns it off with 0/false/no/off
 OPENAI_ENV = {"openai_api_key": "OPENAI_API_KEY", "openai_base_url": "OPENAI_BASE_URL",
               "openai_model": "OPENAI_MODEL"}  # fmt: skip
 OFF = ("0", "false", "no", "off")
+WEB_ENV = {"web_search": "VISUAL_ORCHESTRATOR_WEB_SEARCH", "web_search_url": "VISUAL_ORCHESTRATOR_WEB_SEARCH_URL",
+           "web_search_key": "VISUAL_ORCHESTRATOR_WEB_SEARCH_KEY"}  # fmt: skip
+WEB_ALLOW_ENV = "VISUAL_ORCHESTRATOR_WEB_ALLOW"
+SEARCH_KEY_ENV = {"brave": "BRAVE_API_KEY", "tavily": "TAVILY_API_KEY"}  # the names those services document
 
 
 def cache_root() -> Path:
@@ -68,6 +76,13 @@ class Settings:
     inductor_cache_dir: Path | None = None  # the user's TORCHINDUCTOR_CACHE_DIR; None: under cache_dir
     discover_local_llm: bool = True  # --brain auto probes 127.0.0.1 for Ollama, LM Studio, llama.cpp, vLLM
     local_llm_ports: tuple[int, ...] = (11434, 1234, 8080, 8000)  # in the order they are preferred
+    web_search: str | None = (
+        None  # the WebSearch card's backend: searxng, duckduckgo, brave, tavily; None: off
+    )
+    web_search_url: str | None = None  # the SearxNG instance (or another backend's endpoint)
+    web_search_key: str | None = field(default=None, repr=False)  # Brave's or Tavily's API key
+    # networks (10.0.0.0/8) and host names (wiki.corp.example, *.corp.example) web tools may reach though private
+    web_allow: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.weights not in ("hub", "tiny"):
@@ -76,6 +91,9 @@ class Settings:
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value).expanduser())
+        if isinstance(self.web_allow, str):
+            object.__setattr__(self, "web_allow", split_list(self.web_allow))
+        object.__setattr__(self, "web_allow", tuple(self.web_allow))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -86,6 +104,13 @@ class Settings:
             values[name] = env.get(variable, "1").strip().lower() not in OFF
         for name, variable in OPENAI_ENV.items():
             values[name] = env.get(variable) or None
+        for name, variable in WEB_ENV.items():
+            values[name] = env.get(variable, "").strip() or None
+        backend = (values["web_search"] or "").lower()
+        values["web_search_key"] = (
+            values["web_search_key"] or env.get(SEARCH_KEY_ENV.get(backend, ""), "") or None
+        )
+        values["web_allow"] = split_list(env.get(WEB_ALLOW_ENV, ""))
         chosen = env.get("TORCHINDUCTOR_CACHE_DIR")
         values["inductor_cache_dir"] = chosen if chosen and not _is_torch_default(chosen) else None
         known = {f.name for f in fields(cls)}
@@ -113,6 +138,11 @@ class Settings:
     def openai_configured(self) -> bool:
         """Whether an OpenAI-compatible server was configured (the default brain is then ``openai``)."""
         return bool(self.openai_api_key or self.openai_base_url)
+
+
+def split_list(text: str) -> tuple[str, ...]:
+    """``"a, b,,c"`` -> ``("a", "b", "c")``."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def _is_torch_default(path: str) -> bool:
