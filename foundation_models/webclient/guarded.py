@@ -114,7 +114,7 @@ class GuardedFetcher:
             raise WebError(f"{_shown(url)} is {content_type}, not a type this tool reads ({wanted}).")
         length = response.headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
-            raise WebError(f"{_shown(url)} is {int(length) / MB:.1f} MB; the limit is {limit / MB:g} MB.")
+            raise WebError(f"{_shown(url)} is {_mb(int(length))}; the limit is {_mb(limit)}.")
         decoder = _Decoder(response.headers.get("content-encoding", ""), url)
         parts, size = [], 0
         try:
@@ -125,7 +125,7 @@ class GuardedFetcher:
                 size += len(data)
                 if size > limit:
                     unpacked = " once decompressed" if decoder.compressed else ""
-                    raise WebError(f"{_shown(url)} is larger than {limit / MB:g} MB{unpacked}; refused.")
+                    raise WebError(f"{_shown(url)} is larger than {_mb(limit)}{unpacked}; refused.")
                 parts.append(data)
         except httpx.TimeoutException:
             raise self._too_slow(url) from None
@@ -175,12 +175,18 @@ def _parse(url: str) -> httpx.URL:
             f"'{_shown(url)}' is not a web address; give one that starts with http:// or https://."
         )
     if target.userinfo:
-        raise WebError(f"{_shown(url)} carries a user name or password; web tools send none.")
+        raise WebError(
+            "That address carries a user name or password; web tools send none, give it without them."
+        )
     return target
 
 
 def _port(target: httpx.URL) -> int:
     return 443 if target.scheme == "https" else 80
+
+
+def _mb(size: int) -> str:
+    return f"{size / MB:.1f} MB"
 
 
 def _reason(exc: Exception) -> str:

@@ -25,6 +25,16 @@ ENDPOINTS = {
 }
 KEY_VARIABLES = {"brave": "BRAVE_API_KEY", "tavily": "TAVILY_API_KEY"}
 JSON = ("application/json",)
+LABELS = {"searxng": "SearxNG at {url}", "duckduckgo": "DuckDuckGo (ddgs)", "brave": "Brave Search",
+          "tavily": "Tavily"}  # fmt: skip
+
+
+def label_of(name: str | None, url: str | None = None) -> str | None:
+    """What a configured backend is called where a person reads it (the models panel); None: off."""
+    name = (name or "").strip().lower()
+    if not name:
+        return None
+    return LABELS.get(name, name + " (unknown)").format(url=url or "(no address set)")
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,7 @@ class SearxNG:
 
     @property
     def label(self) -> str:
-        return f"SearxNG at {self.url}"
+        return label_of("searxng", self.url)
 
     def search(self, query: str, count: int) -> list[Result]:
         data = _json(self.fetcher.fetch(f"{self.url.rstrip('/')}/search?{urlencode({'q': query, 'format': 'json'})}",
@@ -61,7 +71,7 @@ class Brave:
     key: str = field(repr=False)
     fetcher: GuardedFetcher
     endpoint: str = ENDPOINTS["brave"]
-    label: str = "Brave Search"
+    label: str = LABELS["brave"]
 
     def search(self, query: str, count: int) -> list[Result]:
         url = f"{self.endpoint}?{urlencode({'q': query, 'count': count})}"
@@ -76,7 +86,7 @@ class Tavily:
     key: str = field(repr=False)
     fetcher: GuardedFetcher
     endpoint: str = ENDPOINTS["tavily"]
-    label: str = "Tavily"
+    label: str = LABELS["tavily"]
 
     def search(self, query: str, count: int) -> list[Result]:
         fetched = self.fetcher.fetch(self.endpoint, JSON, method="POST", json={"query": query, "max_results": count},
@@ -89,7 +99,7 @@ class Tavily:
 @dataclass(frozen=True)
 class DuckDuckGo:
     timeout_s: float = 10.0
-    label: str = "DuckDuckGo (ddgs)"
+    label: str = LABELS["duckduckgo"]
 
     def search(self, query: str, count: int) -> list[Result]:
         from ddgs import DDGS
