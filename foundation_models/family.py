@@ -62,9 +62,11 @@ class Files:
 @dataclass(frozen=True)
 class Warmup:
     """What ``warmup`` gives the family's tools for their first calls: image arguments get the drawn photo,
-    or with ``condition_map`` its edge map (a ControlNet refuses a colour picture)."""
+    or with ``condition_map`` its edge map (a ControlNet refuses a colour picture). ``network``: its tools reach
+    outside this machine (the web), so warm-up and the contract test load its models but call nothing."""
 
     condition_map: bool = False
+    network: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,8 @@ class Family:
     files: Files = field(default_factory=Files)
     warmup: Warmup = field(default_factory=Warmup)
     fast: FastFacts = field(default_factory=FastFacts)
+    # Settings fields its load reads (a client's configuration), given in ``ctx.options`` under their names
+    settings: tuple[str, ...] = ()
 
 
 def family_module(name: str) -> Family:

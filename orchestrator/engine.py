@@ -96,6 +96,9 @@ class Orchestrator:
     def _card_options(self, card: ModelCard | None) -> Mapping[str, Any]:
         """A card's options with this orchestrator's settings applied (None: those of shared components)."""
         options = dict(card.options) if card else {}
+        if card is not None:  # what a family's client is built from (the web family: backend, allow-list)
+            wanted = getattr(self.manager.family_of(card.name), "settings", ())
+            options.update({name: getattr(self.settings, name) for name in wanted})
         if self.settings.weights == "tiny":
             options.update(self.cards.tiny_overrides)
         if not self.settings.fast:

@@ -15,6 +15,10 @@ argument, then the environment, then the default.
 | ``discover_local_llm`` | ``VISUAL_ORCHESTRATOR_DISCOVER=0`` | |
 | ``api_key`` | ``VISUAL_ORCHESTRATOR_API_KEY`` | ``--api-key`` (serve) |
 | ``persona_dir`` | ``VISUAL_ORCHESTRATOR_PERSONAS`` (else ``$XDG_CONFIG_HOME/visual-orchestrator/personas``) | |
+| ``web_search`` | ``VISUAL_ORCHESTRATOR_WEB_SEARCH`` (searxng, duckduckgo, brave, tavily; unset: off) | |
+| ``web_search_url`` | ``VISUAL_ORCHESTRATOR_WEB_SEARCH_URL`` (the SearxNG instance; another backend's endpoint) | |
+| ``web_search_key`` | ``VISUAL_ORCHESTRATOR_WEB_SEARCH_KEY``, else ``BRAVE_API_KEY`` / ``TAVILY_API_KEY`` | |
+| ``web_allow`` | ``VISUAL_ORCHESTRATOR_WEB_ALLOW`` (comma-separated networks and host names) | |
 
 Variables that belong to other libraries (``CUDA_VISIBLE_DEVICES``, ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``,
 ``TORCHINDUCTOR_CACHE_DIR``) stay theirs: they are read where the code mirrors that library.
@@ -40,6 +44,10 @@ SWITCHES = {  # field -> the variable that turns it off with 0/false/no/off
 OPENAI_ENV = {"openai_api_key": "OPENAI_API_KEY", "openai_base_url": "OPENAI_BASE_URL",
               "openai_model": "OPENAI_MODEL"}  # fmt: skip
 OFF = ("0", "false", "no", "off")
+WEB_ENV = {"web_search": "VISUAL_ORCHESTRATOR_WEB_SEARCH", "web_search_url": "VISUAL_ORCHESTRATOR_WEB_SEARCH_URL",
+           "web_search_key": "VISUAL_ORCHESTRATOR_WEB_SEARCH_KEY"}  # fmt: skip
+WEB_ALLOW_ENV = "VISUAL_ORCHESTRATOR_WEB_ALLOW"
+SEARCH_KEY_ENV = {"brave": "BRAVE_API_KEY", "tavily": "TAVILY_API_KEY"}  # the names those services document
 
 
 def cache_root() -> Path:
@@ -71,7 +79,14 @@ class Settings:
     discover_local_llm: bool = True  # --brain auto probes 127.0.0.1 for Ollama, LM Studio, llama.cpp, vLLM
     local_llm_ports: tuple[int, ...] = (11434, 1234, 8080, 8000)  # in the order they are preferred
     persona_dir: Path | None = None  # the user's own personas (*.yaml) beside the shipped ones
-    api_key: str | None = None  # the key `serve` requires of its clients
+    api_key: str | None = field(default=None, repr=False)  # the key `serve` requires of its clients
+    web_search: str | None = (
+        None  # the WebSearch card's backend: searxng, duckduckgo, brave, tavily; None: off
+    )
+    web_search_url: str | None = None  # the SearxNG instance (or another backend's endpoint)
+    web_search_key: str | None = field(default=None, repr=False)  # Brave's or Tavily's API key
+    # networks (10.0.0.0/8) and host names (wiki.corp.example, *.corp.example) web tools may reach though private
+    web_allow: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.weights not in ("hub", "tiny"):
@@ -80,6 +95,9 @@ class Settings:
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value).expanduser())
+        if isinstance(self.web_allow, str):
+            object.__setattr__(self, "web_allow", split_list(self.web_allow))
+        object.__setattr__(self, "web_allow", tuple(self.web_allow))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -90,6 +108,13 @@ class Settings:
             values[name] = env.get(variable, "1").strip().lower() not in OFF
         for name, variable in OPENAI_ENV.items():
             values[name] = env.get(variable) or None
+        for name, variable in WEB_ENV.items():
+            values[name] = env.get(variable, "").strip() or None
+        backend = (values["web_search"] or "").lower()
+        values["web_search_key"] = (
+            values["web_search_key"] or env.get(SEARCH_KEY_ENV.get(backend, ""), "") or None
+        )
+        values["web_allow"] = split_list(env.get(WEB_ALLOW_ENV, ""))
         chosen = env.get("TORCHINDUCTOR_CACHE_DIR")
         values["inductor_cache_dir"] = chosen if chosen and not _is_torch_default(chosen) else None
         values["api_key"] = env.get("VISUAL_ORCHESTRATOR_API_KEY") or None
@@ -122,6 +147,11 @@ class Settings:
     def openai_configured(self) -> bool:
         """Whether an OpenAI-compatible server was configured (the default brain is then ``openai``)."""
         return bool(self.openai_api_key or self.openai_base_url)
+
+
+def split_list(text: str) -> tuple[str, ...]:
+    """``"a, b,,c"`` -> ``("a", "b", "c")``."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def _is_torch_default(path: str) -> bool:

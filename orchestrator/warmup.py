@@ -264,6 +264,10 @@ def _call_all(session: Session, tools: list[Tool], samples: dict[str, dict[str, 
     for tool, row in zip(tools, rows):
         if row.error:
             continue
+        if session.orchestrator.manager.family_of(tool.card).warmup.network:
+            if first:
+                _load_only(session, tool, row, say)
+            continue
         for index in range(1, calls + 1):
             label = f"call {index}/{calls}" if first else "again"
             say(f"{tool.name} ({tool.card} on {row.device}): {label}")
@@ -277,6 +281,19 @@ def _call_all(session: Session, tools: list[Tool], samples: dict[str, dict[str, 
             if not first or index > 1:
                 row.ready_seconds = call.seconds
             say(f"{tool.name}: {call.seconds:.2f} s")
+
+
+def _load_only(session: Session, tool: Tool, row: Row, say: Callable[[str], None]) -> None:
+    """A tool that reaches the network is not called ahead of serving: its card is loaded (its client configured),
+    which checks the configuration; the row keeps no ready time."""
+    started = time.perf_counter()
+    try:
+        with session.orchestrator.manager.use(tool.card):
+            pass
+    except Exception as exc:  # a configuration that cannot work: reported in the row, the others go on
+        row.error = f"{tool.card} could not be loaded: {exc}"
+    row.first_seconds = time.perf_counter() - started
+    say(f"{tool.name}: {'failed' if row.error else 'loaded; not called, since it reaches the network'}")
 
 
 def _loading(say: Callable[[str], None]) -> Callable[[Progress], None]:

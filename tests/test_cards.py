@@ -26,7 +26,8 @@ def raw() -> dict:
 
 def test_every_taskmatrix_name_has_a_card():
     cards = load_cards()
-    assert sorted(cards.names()) == sorted(TASKMATRIX_NAMES)
+    assert set(TASKMATRIX_NAMES) <= set(cards.names())
+    assert set(cards.names()) - set(TASKMATRIX_NAMES) == {"WebSearch", "WebReader"}  # issue 23: no weights
 
 
 def test_installed_path_finds_the_same_file():

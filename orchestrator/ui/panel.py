@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from html import escape
 from typing import TYPE_CHECKING
 
+from foundation_models.webclient.search import label_of
+
 from ..manager import ModelStatus
 from .i18n import Strings
 
@@ -35,12 +37,16 @@ CSS = """
 
 
 def notes(orchestrator: Orchestrator, strings: Strings) -> list[str]:
-    """What a person should know about how this app runs: tiny weights, no LLM."""
+    """What a person should know about how this app runs: tiny weights, no LLM, the web search backend."""
     out = []
     if orchestrator.weights == "tiny":
         out.append(strings["note_tiny"])
     if brain_name(orchestrator) == "rules":
         out.append(strings["note_rules"])
+    if "web_search" in orchestrator.tools:
+        settings = orchestrator.settings
+        backend = label_of(settings.web_search, settings.web_search_url)
+        out.append(strings.format("note_web_search", backend=backend) if backend else strings["note_web_off"])
     return out
 
 
