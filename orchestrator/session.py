@@ -27,6 +27,7 @@ class Session:
         self.trace: list[ToolCall] = []
         self.history: list[dict[str, Any]] = []  # chat messages, kept by the brain
         self.language = "en"
+        self.knowledge_base: str | None = None  # the knowledge base knowledge_search reads when told no other
         self.notices: set[str] = set()  # notices already shown once (e.g. the rules-brain fallback)
         self.last_active = time.time()
         # Held for the whole of a turn. A plain Lock, not an RLock: Gradio advances a stream from
