@@ -29,6 +29,7 @@ from .base import AddReport, Embedder, Hit, KnowledgeBase, check_name, numbered
 from .readers import SUFFIXES, Limits
 
 __all__ = [
+    "check_name",
     "AddReport",
     "Embedder",
     "Hit",

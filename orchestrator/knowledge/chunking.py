@@ -2,7 +2,8 @@
 
 A sentence ends after ``. ! ? ;`` followed by a space, after Chinese ``。！？；…`` (no space follows them),
 or at a blank line. Chunks gather whole sentences up to ``size`` characters and start again ``overlap``
-characters (whole sentences) before the previous end, so a fact split across two chunks is whole in one of
+characters (whole sentences; the last sentence when none is that short and it is under half a chunk) before
+the previous end, so a fact split across two chunks is whole in one of
 them; a sentence longer than ``size`` is cut at a comma (``，,、``) or, failing that, at ``size``.
 Langchain-Chatchat's default of 250 characters with 50 overlap is the default here too; docs/knowledge.md
 has the measurements against other sizes.
@@ -69,6 +70,8 @@ def split_text(text: str, size: int = 250, overlap: int = 50) -> list[Span]:
         k = j  # step back over whole sentences worth at most ``overlap`` characters
         while k > i and units[j].end - units[k].start <= overlap:
             k -= 1
+        if k == j and j > i and units[j].end - units[j].start <= size // 2:
+            k = j - 1  # no whole sentence fits the overlap: repeat the last one if it is short
         i = k + 1 if k < j else j + 1
     return chunks
 
