@@ -26,7 +26,7 @@ class TextEmbedder:
             "query": options.get("query_prefix", ""),
             "passage": options.get("passage_prefix", ""),
         }
-        self.max_length = int(options.get("max_length", 256))
+        self.max_length = min(int(options.get("max_length", 256)), int(tokenizer.model_max_length))
         self.batch_size = int(options.get("batch_size", 64))
         self._lock = threading.Lock()
 
