@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from types import SimpleNamespace
 
 import pytest
 from scripted_llm import ScriptedLLM, last_tool_output, reply, tool_call
@@ -94,3 +95,35 @@ def test_the_cli_adds_lists_searches_and_removes(settings, tmp_path, capsys, mon
     assert main(["knowledge", "remove", *common, "notes.txt"]) == 0
     assert main(["knowledge", "list", *common]) == 0
     assert "notes holds no files" in capsys.readouterr().out
+
+
+def test_the_app_picks_a_base_per_tab_and_uploads_into_it(settings, paper, tmp_path):
+
+    from orchestrator.ui.app import build_app
+    from orchestrator.ui.i18n import Strings
+    from orchestrator.ui.knowledge import pick, upload
+
+    with Orchestrator("TextEmbedding_cpu", settings=settings, brain="rules") as orch:
+        build_app(orch)  # the panel is part of the layout
+        handlers = SimpleNamespace(orchestrator=orch, pool=_Pool(orch))
+        strings, tab_a, tab_b = (
+            Strings("en"),
+            SimpleNamespace(session_hash="a"),
+            SimpleNamespace(session_hash="b"),
+        )
+        assert pick(handlers, "papers", strings, tab_a) == "Active knowledge base: **papers**"
+        assert handlers.pool.get("a").session.knowledge_base == "papers"
+        assert handlers.pool.get("b").session.knowledge_base is None, "each tab picks its own"
+        notes = tmp_path / "notes.md"
+        notes.write_text("The harbour master keeps the tide tables.", encoding="utf-8")
+        _, active, _ = upload(handlers, [str(notes)], "harbour", strings, tab_b)
+        assert active == "Active knowledge base: **harbour**" and "harbour" in orch.knowledge.names()
+        assert handlers.pool.get("b").session.chat("/kb harbour tide tables").reply.count("[1] notes.md") == 1
+
+
+class _Pool:
+    def __init__(self, orch):
+        self.orch, self.slots = orch, {}
+
+    def get(self, key):
+        return self.slots.setdefault(key, SimpleNamespace(session=self.orch.new_session()))
