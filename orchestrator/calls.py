@@ -115,7 +115,8 @@ def _context(session: Session, tool: Tool, kwargs: dict[str, Any], report: Repor
     orchestrator = session.orchestrator
     models = _Models(orchestrator.manager, report, tool.name)
     return ToolContext(tool.name, tool.card, session.images, models, orchestrator.card_options(tool.card), report,
-                       orchestrator.card_options, args=kwargs)  # fmt: skip
+                       orchestrator.card_options, args=kwargs, knowledge=orchestrator.knowledge,
+                       knowledge_base=session.knowledge_base)  # fmt: skip
 
 
 def _out_of_memory(session: Session, tool: Tool, exc: Exception, retrying: bool) -> None:

@@ -15,7 +15,9 @@ from .brain import Brain, BrainConfig, brain_from
 from .brain.footprint import keep_free_for_brain
 from .cards import CardSet, ModelCard, load_cards
 from .devices import Device, devices_for
+from .errors import KnowledgeError
 from .images import ImageLimits
+from .knowledge import ManagedEmbedder, Shelf
 from .manager import ModelManager
 from .placement import Plan, make_plan
 from .session import Session
@@ -85,6 +87,7 @@ class Orchestrator:
         self.session_root = settings.sessions_dir
         listed = {item.name for item in self.items}
         self.tools: dict[str, Tool] = {t.name: t for t in all_tools(self.cards) if t.card in listed}
+        self.knowledge = Shelf(settings.knowledge_dir)  # the knowledge bases, opened on first use
 
     @property
     def weights(self) -> WeightsMode:
@@ -115,12 +118,22 @@ class Orchestrator:
         path.mkdir(parents=True, exist_ok=True)
         return Session(self, path, session_id)
 
+    def embedder(self, card: str | None = None) -> ManagedEmbedder:
+        """The knowledge bases' embedder: ``card``, else the first text_embedding card of the load spec."""
+        loaded = [i.name for i in self.items if self.cards[i.name].family == "text_embedding"]
+        card = card or (loaded[0] if loaded else None)
+        if card is None or card not in self.plan.placements:
+            raise KnowledgeError(f"No embedder is loaded{f' ({card})' if card else ''}; add TextEmbedding_cpu "
+                                 "(or TextEmbeddingEnglish_cpu) to --load.")  # fmt: skip
+        return ManagedEmbedder(lambda: self.manager.use(card), self.cards[card].checkpoints["model"])
+
     def tool_list(self) -> list[dict[str, Any]]:
         return [tool.describe() for tool in self.tools.values()]
 
     def close(self) -> None:
         """Stop what runs beside the models: the background compiler's thread and the compile helper process."""
         self.fastpath.close()
+        self.knowledge.close()
 
     def __enter__(self) -> Orchestrator:
         return self

@@ -30,6 +30,10 @@ class ImageError(OrchestratorError):
     """An upload or an image name was refused; nothing was stored."""
 
 
+class KnowledgeError(OrchestratorError):
+    """A document or a knowledge base was refused (bad file, busy base, unknown name); the base is unchanged."""
+
+
 class ToolError(OrchestratorError):
     """A tool call failed in a way the caller (person or LLM) can act on."""
 

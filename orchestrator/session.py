@@ -28,6 +28,7 @@ class Session:
         self.trace: list[ToolCall] = []
         self.history: list[dict[str, Any]] = []  # chat messages, kept by the brain
         self.language = "en"
+        self.knowledge_base: str | None = None  # the knowledge base knowledge_search reads when told no other
         self.notices: set[str] = set()  # notices already shown once (e.g. the rules-brain fallback)
         self.persona: Persona | None = (
             None  # its system-prompt addition, language and tools (``use_persona``)

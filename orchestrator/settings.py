@@ -8,6 +8,7 @@ argument, then the environment, then the default.
 | field | environment | flag |
 |---|---|---|
 | ``cache_dir`` | ``VISUAL_ORCHESTRATOR_CACHE`` | |
+| ``knowledge_root`` | ``VISUAL_ORCHESTRATOR_KNOWLEDGE`` | ``knowledge --root`` |
 | ``fast`` | ``VISUAL_ORCHESTRATOR_FAST=0`` | ``--no-fast`` |
 | ``compile`` | ``VISUAL_ORCHESTRATOR_COMPILE=0`` | ``--no-compile`` |
 | ``compile_helper`` | ``VISUAL_ORCHESTRATOR_COMPILE_HELPER=0`` | ``--no-compile-helper`` |
@@ -35,6 +36,7 @@ from typing import Any, Literal
 WeightsMode = Literal["hub", "tiny"]
 
 CACHE_ENV = "VISUAL_ORCHESTRATOR_CACHE"
+KNOWLEDGE_ENV = "VISUAL_ORCHESTRATOR_KNOWLEDGE"
 SWITCHES = {  # field -> the variable that turns it off with 0/false/no/off
     "fast": "VISUAL_ORCHESTRATOR_FAST",
     "compile": "VISUAL_ORCHESTRATOR_COMPILE",
@@ -68,6 +70,7 @@ class Settings:
     model_dir: Path | None = None  # --model-dir: local checkpoints as DIR/org/name, before the HF cache
     cache_dir: Path = field(default_factory=lambda: default_cache_dir({}))
     session_root: Path | None = None  # where sessions are saved; None: cache_dir/sessions
+    knowledge_root: Path | None = None  # where knowledge bases live; None: cache_dir/knowledge
     fast: bool = True  # CUDA-graph replay of the diffusion networks and BLIP (--no-fast)
     compile: bool = True  # the background torch.compile of their blocks (--no-compile)
     compile_helper: bool = True  # compile each job first in a helper process (--no-compile-helper)
@@ -91,7 +94,14 @@ class Settings:
     def __post_init__(self) -> None:
         if self.weights not in ("hub", "tiny"):
             raise ValueError(f"weights mode must be 'hub' or 'tiny', got {self.weights!r}")
-        for name in ("model_dir", "cache_dir", "session_root", "inductor_cache_dir", "persona_dir"):
+        for name in (
+            "model_dir",
+            "cache_dir",
+            "session_root",
+            "knowledge_root",
+            "inductor_cache_dir",
+            "persona_dir",
+        ):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value).expanduser())
@@ -103,7 +113,10 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from the environment (``os.environ`` unless given), then ``overrides`` that are not None."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {"cache_dir": default_cache_dir(env)}
+        values: dict[str, Any] = {
+            "cache_dir": default_cache_dir(env),
+            "knowledge_root": env.get(KNOWLEDGE_ENV) or None,
+        }
         for name, variable in SWITCHES.items():
             values[name] = env.get(variable, "1").strip().lower() not in OFF
         for name, variable in OPENAI_ENV.items():
@@ -136,6 +149,11 @@ class Settings:
     @property
     def sessions_dir(self) -> Path:
         return self.session_root or self.cache_dir / "sessions"
+
+    @property
+    def knowledge_dir(self) -> Path:
+        """The folder of the knowledge bases, one subfolder each (``orchestrator/knowledge``)."""
+        return self.knowledge_root or self.cache_dir / "knowledge"
 
     @property
     def inductor_dir(self) -> Path:

@@ -63,6 +63,8 @@ class ToolContext:
     args: dict[str, Any] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
+    knowledge: Any = None  # the Orchestrator's knowledge bases (orchestrator.knowledge.Shelf)
+    knowledge_base: str | None = None  # the one the session picked, searched when the call names none
 
     def model(self, card: str | None = None) -> AbstractContextManager[Any]:
         """``with ctx.model() as m:`` the tool's own model (or a dependency's), loaded and locked for use."""

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TINY_LAYOUT_VERSION = "1"  # bump when a tiny builder changes, so cached tiny checkpoints are rebuilt
+# Checkpoints a PyPI package ships (module, zip file inside it): used offline when the HF cache lacks them.
+PACKAGED = {"sentence-transformers/all-MiniLM-L6-v2": ("all_minilm_l6_v2", "model.zip")}
 
 
 class WeightResolver:
@@ -63,6 +65,9 @@ class WeightResolver:
         found = locate(need, self.model_dir)
         if found.ready:
             return found.path
+        packaged = self._packaged(repo_id)
+        if packaged is not None:
+            return packaged
         try:
             log.info("downloading %s from the Hugging Face hub", repo_id)
             path = execute(plan(need))
@@ -72,6 +77,36 @@ class WeightResolver:
         if missing:
             raise MissingWeightsError(self._missing_message(repo_id, files, FileNotFoundError(missing[0])))
         return path
+
+    def _packaged(self, repo_id: str) -> Path | None:
+        """The checkpoint unpacked from the PyPI package that ships it (once, into the cache), if installed."""
+        import importlib.util
+        import zipfile
+
+        module, zip_name = PACKAGED.get(repo_id, (None, None))
+        spec = importlib.util.find_spec(module) if module else None
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        archive = Path(next(iter(spec.submodule_search_locations))) / str(zip_name)
+        target = self.cache_dir / "packaged" / repo_id
+        stamp = target / ".unpacked"
+        if stamp.is_file() and stamp.read_text() == str(archive.stat().st_size):
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                zf.extractall(tmp)
+            (tmp / ".unpacked").write_text(str(archive.stat().st_size))
+            shutil.rmtree(target, ignore_errors=True)
+            try:
+                tmp.rename(target)
+            except OSError:  # another process unpacked it first: the same files
+                if not (target / ".unpacked").is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target
 
     def _cards(self) -> CardSet:
         from .cards import load_cards

@@ -27,6 +27,7 @@ from .stable_diffusion import (
     build_sd15_base,
     build_sd15_inpainting,
 )
+from .text_embedding import TEXT_EMBEDDING_REPOS, text_embedding_builder
 from .upernet import UPERNET_CONVNEXT_SMALL, build_upernet_convnext_small
 
 __all__ = ["TINY_BUILDERS", "build_tiny_checkpoint"]
@@ -43,6 +44,7 @@ TINY_BUILDERS: dict[str, Callable[[Path], None]] = {
     GROUNDING_DINO_TINY: build_grounding_dino_tiny,
     SAM_VIT_BASE: build_sam_vit_base,
     ANNOTATORS: build_annotators,
+    **{repo_id: text_embedding_builder(repo_id) for repo_id in TEXT_EMBEDDING_REPOS},
 }
 
 

@@ -1,6 +1,6 @@
 """The ``rules`` brain: no LLM. Bilingual keyword routing of one-tool requests, and slash commands.
 
-``/text2image prompt="a red car" seed=3`` calls a tool directly (words without ``key=`` fill its first
+``/text2image prompt="a red car" seed=3`` calls a tool directly; ``/kb NAME question`` searches a knowledge base (words without ``key=`` fill its first
 text argument; a missing image is the newest one). Other requests go through the routing table in
 prompts/rules.yaml. After the tool ran, the reply reports its result in the language of the turn.
 """
@@ -113,6 +113,9 @@ class RulesBrain:
         name, _, rest = command.strip().partition(" ")
         if name.lower() in _HELP:
             return _help(list(tools.values()), turn.language)
+        if name.lower() == "kb" and "knowledge_search" in tools:  # /kb NAME question
+            base, _, question = rest.strip().partition(" ")
+            return _tool_message("knowledge_search", {"kb": base, "question": question.strip()})
         try:
             tokens = shlex.split(rest)
         except ValueError:  # an unbalanced quote: take the words as they are

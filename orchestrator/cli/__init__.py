@@ -1,10 +1,11 @@
-"""Command line: ``python -m orchestrator {run,tools,plan,download,weights,warmup,ui,serve}`` (also the
+"""Command line: ``python -m orchestrator {run,tools,plan,download,weights,warmup,ui,serve,knowledge}`` (also the
 ``visual-orchestrator`` script).
 
 One module per command: plan (placement and VRAM, loading nothing), tools (the tools a --load spec exposes),
 run (chat, one turn per message), weights (download / weights: fetch the cards' checkpoints, or check they are
 on disk), warmup (load and call every tool ahead of serving, filling the torch.compile cache on CUDA), ui (the
-Gradio app), serve (the OpenAI-compatible API); common holds the flags they share.
+Gradio app), serve (the OpenAI-compatible API), knowledge (the knowledge bases: add, list, search,
+remove documents); common holds the flags they share.
 
 Exit codes: 0 success, 2 bad arguments or a spec that cannot be placed, 1 anything else.
 """
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 
 from ..errors import OrchestratorError, SpecError
 from .common import orchestrator_from_args
+from .knowledge import add_knowledge_parser
 from .plan import add_plan_parser
 from .run import add_run_parser
 from .serve import add_serve_parser
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_warmup_parser(sub)
     add_ui_parser(sub)
     add_serve_parser(sub)
+    add_knowledge_parser(sub)
     return parser
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from ..cards import CardSet
 from ..errors import CardError
 from ..tools import Tool
-from . import control, detection, editing, generation, understanding, web
+from . import control, detection, editing, generation, knowledge, understanding, web
 
-MODULES = [generation, understanding, editing, detection, control, web]
+MODULES = [generation, understanding, editing, detection, control, knowledge, web]
 
 
 def all_tools(cards: CardSet) -> list[Tool]:

@@ -17,6 +17,8 @@ import gradio as gr
 
 from .handlers import Handlers
 from .i18n import Strings, language_choices
+from .knowledge import knowledge_panel
+from .knowledge import wire as wire_knowledge
 from .panel import CSS
 from .sessions import SessionPool
 
@@ -86,6 +88,7 @@ def build_app(
         ui.persona.change(handlers.persona_info, [ui.persona, ui.language], [ui.persona_info], **PRIVATE)
         demo.load(handlers.panel_for, [ui.language], [ui.models], **PRIVATE)
         demo.unload(handlers.close_tab)
+        wire_knowledge(ui.knowledge, handlers, ui.language)
         relabeled = [ui.header, ui.chatbot, ui.textbox, ui.examples, ui.clear, ui.language, ui.models_title,
                      ui.models, ui.refresh, ui.tools]  # fmt: skip
         ui.language.change(lambda code: _relabel(orchestrator, handlers, Strings(code)), [ui.language], relabeled,
@@ -133,6 +136,7 @@ def _layout(
             ui.refresh = gr.Button(strings["refresh"], size="sm")
             with gr.Accordion(strings.format("tools", count=len(orchestrator.tools)), open=False) as ui.tools:
                 gr.Markdown(tools_markdown(orchestrator))
+            ui.knowledge = knowledge_panel(handlers, strings)
     with gr.Column(visible=False):  # the API endpoint's own components (gradio_client: /chat)
         ui.api_message = gr.MultimodalTextbox(file_types=["image"], file_count="multiple", label="message")
         ui.api_reply = gr.Textbox(label="reply")
