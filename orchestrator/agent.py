@@ -49,7 +49,7 @@ def run_turn(session: Session, text: str, images: Sequence[Any] = (), language: 
     new: list[BaseMessage] = [human]
     shown: list[str] = []  # the reply text streamed since the last tool step
     reply = (yield from _steps(session, holder, new, turn, result, deadline, shown)).strip()
-    reply = reply or message("empty_reply", language)
+    reply = cite_sources(reply or message("empty_reply", language), result, language)
     if len(new) > 1:  # a turn the brain never answered is not history
         if not isinstance(new[-1], AIMessage) or new[-1].tool_calls:
             new.append(AIMessage(reply))  # a stopped turn still leaves a valid history
@@ -63,6 +63,16 @@ def run_turn(session: Session, text: str, images: Sequence[Any] = (), language: 
     else:
         yield ReplyDelta(result.reply, replace=True)
     yield TurnFinished(result)
+
+
+def cite_sources(reply: str, result: TurnResult, language: str) -> str:
+    """The reply, with the sources its tools read listed under it when it names none of them (a web page's URL,
+    a document's file and page): the user can always tell where an answer came from."""
+    sources = list(dict.fromkeys(s for call in result.tool_calls if not call.error for s in call.sources))
+    if not sources or result.error or any(source in reply for source in sources):
+        return reply
+    listed = "\n".join(f"[{i}] {source}" for i, source in enumerate(sources, 1))
+    return f"{reply}\n\n{message('sources', language)}\n{listed}"
 
 
 def _steps(session: Session, holder: LazyBrain, new: list[BaseMessage], turn: TurnInfo, result: TurnResult,

@@ -101,7 +101,7 @@ def _run(session: Session, name: str, args: Any, record: ToolCall, report: Repor
         ctx = _context(session, tool, kwargs, report)
         try:
             output = tool.fn(ctx, **kwargs)
-            record.images = list(ctx.outputs)
+            record.images, record.sources = list(ctx.outputs), list(ctx.sources)
             return output
         except Exception as exc:
             record.images = list(ctx.outputs)  # images made before a failure are kept

@@ -17,10 +17,13 @@ class ToolCall:
     images: list[str] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+    sources: list[str] = field(
+        default_factory=list
+    )  # what it read, for the reply to cite (URLs, file and page)
 
     def as_dict(self) -> dict[str, Any]:
         return {"tool": self.tool, "args": self.args, "output": self.output, "images": self.images,
-                "error": self.error, "seconds": round(self.seconds, 3)}  # fmt: skip
+                "error": self.error, "seconds": round(self.seconds, 3), "sources": self.sources}  # fmt: skip
 
 
 @dataclass(frozen=True)

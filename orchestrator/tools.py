@@ -63,6 +63,7 @@ class ToolContext:
     args: dict[str, Any] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # what the reply should cite: URLs, "paper.pdf p. 3"
     knowledge: Any = None  # the Orchestrator's knowledge bases (orchestrator.knowledge.Shelf)
     knowledge_base: str | None = None  # the one the session picked, searched when the call names none
 
@@ -81,6 +82,12 @@ class ToolContext:
         if seed is not None:
             self.seeds.append(seed)
         return name
+
+    def cite(self, source: str) -> None:
+        """A source this call read (a page's URL, a document's file and page): a reply that uses this call's
+        result and names none of its sources gets them listed under it (``agent.cite_sources``)."""
+        if source and source not in self.sources:
+            self.sources.append(source)
 
     def progress(self, message: str, step: int | None = None, total: int | None = None) -> None:
         self.report(Progress(self.tool, message, step, total))

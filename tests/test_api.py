@@ -231,3 +231,28 @@ def test_eight_clients_at_once_each_get_their_own_images(tmp_path):
     assert not any(
         edges_at(pngs[i], (i + 1) % 8) for i in range(8)
     )  # the check tells one client from another
+
+
+def test_image_urls_are_fetched_only_when_allowed_and_never_from_private_addresses(tmp_path):
+    from web_site import WebSite
+
+    from orchestrator.settings import Settings
+
+    with WebSite() as site:
+        for allow, expected in [((), "loopback"), (("127.0.0.1",), None)]:
+            settings = Settings.from_env(weights="tiny", session_root=tmp_path, web_allow=allow)
+            orch = Orchestrator("Image2Canny_cpu", settings=settings, brain="rules")
+            with served_api(orch, allow_image_urls=True) as url:
+                client = openai.OpenAI(base_url=url, api_key="none", max_retries=0)
+                messages = [{"role": "user", "content": [{"type": "text", "text": "/image2canny"},
+                            {"type": "image_url", "image_url": {"url": site.url("/pic.png")}}]}]  # fmt: skip
+                if expected:
+                    with pytest.raises(openai.BadRequestError, match=expected):
+                        client.chat.completions.create(model="visual-orchestrator", messages=messages)
+                    continue
+                answer = client.chat.completions.create(model="visual-orchestrator", messages=messages)
+                assert len(IMAGE_URL.findall(answer.choices[0].message.content)) == 1  # the edge map
+                redirect = site.url("/to?url=http://169.254.169.254/latest/x.png")  # checked again after it
+                messages[0]["content"][1]["image_url"]["url"] = redirect
+                with pytest.raises(openai.BadRequestError, match="link-local"):
+                    client.chat.completions.create(model="visual-orchestrator", messages=messages)

@@ -56,6 +56,20 @@ def test_search_then_read_then_an_answer_that_cites_the_url(llm, orch, site):
     assert FACT in page_seen and f"Cite this page by its URL: {article}" in page_seen
 
 
+def test_a_reply_that_names_no_source_gets_the_sources_listed(llm, orch, site):
+    llm.script.clear(), llm.requests.clear()
+    llm.add(tool_call("read_url", url=site.url("/article")), reply("It is the Bell Rock Lighthouse."))
+    result = orch.new_session().chat("Which is the oldest sea-washed lighthouse?")
+    assert result.reply == f"It is the Bell Rock Lighthouse.\n\nSources:\n[1] {site.url('/article')}"
+    assert result.tool_calls[0].sources == [site.url("/article")]
+    llm.add(tool_call("read_url", url=site.url("/article")), reply("灯塔是贝尔礁灯塔。"))
+    assert (
+        orch.new_session()
+        .chat("最古老的海上灯塔是哪座？")
+        .reply.endswith(f"来源：\n[1] {site.url('/article')}")
+    )
+
+
 @pytest.mark.parametrize(
     "path, words",
     [("/to?url=http://169.254.169.254/latest/meta-data/", "link-local (cloud metadata)"),

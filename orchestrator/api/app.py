@@ -68,6 +68,8 @@ def create_app(orchestrator: Orchestrator, options: ApiOptions | None = None,
                fetch_image: Callable[[str], bytes] | None = None) -> FastAPI:  # fmt: skip
     """The API over ``orchestrator``. ``fetch_image`` reads an http(s) image URL when ``allow_image_urls``."""
     options = options or ApiOptions()
+    if options.allow_image_urls and fetch_image is None:
+        fetch_image = guarded_image_fetcher(orchestrator)
     if personas is None:
         personas = load_personas(orchestrator.settings.persona_dir)
     api = Api(orchestrator, options, personas, fetch_image if options.allow_image_urls else None)
@@ -104,6 +106,25 @@ def create_app(orchestrator: Orchestrator, options: ApiOptions | None = None,
         )
 
     return app
+
+
+def guarded_image_fetcher(orchestrator: Orchestrator) -> Callable[[str], bytes]:
+    """Reads an http(s) image URL as the web tools read pages (public addresses only, checked again after
+    every redirect, ``web_allow`` for an intranet) within the upload size limit; a refusal is a 400."""
+    from foundation_models.webclient import WebError
+    from foundation_models.webclient.guarded import GuardedFetcher, Limits
+    from foundation_models.webclient.policy import AddressPolicy
+
+    policy = AddressPolicy.from_allow_list(orchestrator.settings.web_allow)
+    fetcher = GuardedFetcher(policy, Limits(max_bytes=orchestrator.image_limits.max_upload_bytes))
+
+    def fetch(url: str) -> bytes:
+        try:
+            return fetcher.fetch(url, ("image/",)).body
+        except WebError as exc:
+            raise ApiError(400, f"The image at that URL cannot be used: {exc}") from exc
+
+    return fetch
 
 
 async def read_body(request: Request, limit: int) -> dict[str, Any]:

@@ -34,7 +34,10 @@ def knowledge_search(
     label = ", ".join(names) or "-"
     if not any(b.files() for b in bases):
         return observation(label, question, [], empty=True)
-    return observation(label, question, numbered(sorted(hits, key=lambda h: -h.score)[:top_k]))
+    hits = numbered(sorted(hits, key=lambda h: -h.score)[:top_k])
+    for hit in hits:
+        ctx.cite(hit.source)
+    return observation(label, question, hits)
 
 
 TOOLS = [knowledge_search]

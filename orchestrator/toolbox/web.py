@@ -62,6 +62,8 @@ def web_search(
     lines = [
         f"[{i}] {fence(r.title)}\nURL: {r.url}\n{fence(r.snippet)}".strip() for i, r in enumerate(results, 1)
     ]
+    for result in results:
+        ctx.cite(result.url)
     return _fill("results", query=fence(query), backend=backend, results="\n\n".join(lines),
                  first_url=results[0].url)  # fmt: skip
 
@@ -87,6 +89,7 @@ def read_url(
     if len(text) > budget:
         trimmed = texts()["trimmed"].format(shown=budget, total=len(text))
         text = text[:budget].rsplit(" ", 1)[0] + " …"
+    ctx.cite(page.url)
     out = [_fill("page", title=fence(page.title), url=page.url, text=text, trimmed=trimmed)]
     if imported:
         out.append(texts()["images"].format(names=", ".join(imported)))
