@@ -1,10 +1,10 @@
-"""Command line: ``python -m orchestrator {run,tools,plan,download,weights,warmup,ui}`` (also the
+"""Command line: ``python -m orchestrator {run,tools,plan,download,weights,warmup,ui,mcp}`` (also the
 ``visual-orchestrator`` script).
 
 One module per command: plan (placement and VRAM, loading nothing), tools (the tools a --load spec exposes),
 run (chat, one turn per message), weights (download / weights: fetch the cards' checkpoints, or check they are
 on disk), warmup (load and call every tool ahead of serving, filling the torch.compile cache on CUDA), ui (the
-Gradio app); common holds the flags they share.
+Gradio app), mcp (the tools as an MCP server, stdio or Streamable HTTP); common holds the flags they share.
 
 Exit codes: 0 success, 2 bad arguments or a spec that cannot be placed, 1 anything else.
 """
@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from ..errors import OrchestratorError, SpecError
 from .common import orchestrator_from_args
+from .mcp import add_mcp_parser
 from .plan import add_plan_parser
 from .run import add_run_parser
 from .tools import add_tools_parser
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_weights_parsers(sub)
     add_warmup_parser(sub)
     add_ui_parser(sub)
+    add_mcp_parser(sub)
     return parser
 
 
@@ -56,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     for noisy in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.WARNING)
-    if args.command in ("run", "ui", "warmup"):  # per-file loading bars are noise here; downloads keep theirs
+    # Per-file loading bars are noise here; downloads keep theirs.
+    if args.command in ("run", "ui", "warmup", "mcp"):
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         return args.handler(args)
