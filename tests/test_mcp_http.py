@@ -25,8 +25,12 @@ KEY = "test-key-123"
 
 
 @pytest.fixture(scope="module")
-def url(tmp_path_factory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("mcp-sessions")
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp("mcp-sessions")
+
+
+@pytest.fixture(scope="module")
+def url(root) -> Iterator[str]:
     with Orchestrator(LOAD, weights="tiny", brain="rules", session_root=root) as orchestrator:
         port = free_port()
         config = uvicorn.Config(streamable_http_app(orchestrator, api_key=KEY), host="127.0.0.1", port=port,
@@ -57,7 +61,7 @@ def test_an_mcp_client_uses_every_tool_over_streamable_http(url):
     anyio.run(client)
 
 
-def test_two_connections_never_see_each_others_images(url):
+def test_two_connections_never_see_each_others_images(url, root):
     async def client() -> None:
         with anyio.fail_after(60):
             async with connect(url) as (read, write), ClientSession(read, write) as first:
@@ -71,6 +75,15 @@ def test_two_connections_never_see_each_others_images(url):
                         await second.read_resource(uri)
                     stolen = await second.call_tool("image2canny", {"image": uri})
                     assert stolen.is_error and "no image named" in stolen.content[0].text
+                    folders = {p.name for p in root.iterdir()}
+                    assert len(folders) >= 2
+                for _ in range(100):  # the server closes the connection just after the client's DELETE
+                    if len({p.name for p in root.iterdir()}) < len(folders):
+                        break
+                    await anyio.sleep(0.05)
+                assert len({p.name for p in root.iterdir()}) == len(folders) - 1, (
+                    "a closed connection's folder goes"
+                )
                 assert (await first.read_resource(uri)).contents, "the first connection still reads its own"
 
     anyio.run(client)
