@@ -256,3 +256,43 @@ def test_image_urls_are_fetched_only_when_allowed_and_never_from_private_address
                 messages[0]["content"][1]["image_url"]["url"] = redirect
                 with pytest.raises(openai.BadRequestError, match="link-local"):
                     client.chat.completions.create(model="visual-orchestrator", messages=messages)
+
+
+def test_one_process_serves_the_chat_app_the_api_and_mcp(tmp_path):
+    """``gradio_app.py --api``: the app at /, the API at /v1, the MCP server at /mcp, one port, one key."""
+    import anyio
+    import uvicorn
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+    from served_app import free_port
+
+    from orchestrator.api import ApiOptions, create_app
+    from orchestrator.ui import build_app, mount
+
+    orch = Orchestrator("Image2Canny_cpu", weights="tiny", brain="rules", session_root=tmp_path)
+    app = mount(build_app(orch), orch, create_app(orch, ApiOptions(api_key=KEY)))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert "<gradio-app" in httpx.get(base + "/").text or "gradio" in httpx.get(base + "/").text.lower()
+        models = openai.OpenAI(base_url=base + "/v1", api_key=KEY).models.list()
+        assert models.data[0].id == "visual-orchestrator"
+        assert httpx.post(base + "/mcp", json={}).status_code == 401  # the same key guards the MCP server
+
+        async def tools() -> list[str]:
+            client = create_mcp_http_client(headers={"Authorization": f"Bearer {KEY}"})
+            async with streamable_http_client(base + "/mcp", http_client=client) as (read, write):
+                async with ClientSession(read, write) as session:
+                    await session.initialize()
+                    return [t.name for t in (await session.list_tools()).tools]
+
+        assert anyio.run(tools) == ["image2canny"]
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,8 @@ class ApiOptions:
     image_ttl_s: float = 3600.0  # image URLs, and the sessions behind them, expire after this
     allow_image_urls: bool = False  # fetch http(s) image_url parts (public addresses only, upload limits)
     public_url: str | None = None  # the base of image URLs (behind a proxy); else the request's own
+    mcp: bool = True  # the MCP server (Streamable HTTP) at /mcp of the same app
+    host: str = "127.0.0.1"  # what is served on (the MCP server refuses other Host headers on loopback)
 
 
 def refuse_public_without_key(host: str, api_key: str | None) -> str | None:
@@ -73,7 +76,25 @@ def create_app(orchestrator: Orchestrator, options: ApiOptions | None = None,
     if personas is None:
         personas = load_personas(orchestrator.settings.persona_dir)
     api = Api(orchestrator, options, personas, fetch_image if options.allow_image_urls else None)
-    app = FastAPI(title="visual-orchestrator", docs_url=None, redoc_url=None, openapi_url=None)
+    mcp_app = None
+    if options.mcp:
+        from ..mcp_server import streamable_http_app
+
+        mcp_app = streamable_http_app(orchestrator, options.api_key, host=options.host)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if mcp_app is None:
+            yield
+            return
+        async with mcp_app.router.lifespan_context(mcp_app):  # the MCP SDK's session manager
+            yield
+
+    app = FastAPI(
+        title="visual-orchestrator", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
+    if mcp_app is not None:
+        app.add_middleware(PathDispatch, path="/mcp", target=mcp_app)
     if options.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(options.cors_origins), allow_credentials=False,
                            allow_methods=["GET", "POST", "OPTIONS"],
@@ -125,6 +146,21 @@ def guarded_image_fetcher(orchestrator: Orchestrator) -> Callable[[str], bytes]:
             raise ApiError(400, f"The image at that URL cannot be used: {exc}") from exc
 
     return fetch
+
+
+class PathDispatch:
+    """ASGI middleware: requests for ``path`` (and below it) go to ``target``, the rest to the app. A mount at
+    ``/`` would shadow the chat UI that ``gradio_app.py --api`` mounts there too."""
+
+    def __init__(self, app: Any, path: str, target: Any):
+        self.app, self.path, self.target = app, path, target
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        route = scope.get("path", "") if scope["type"] == "http" else ""
+        if route == self.path or route.startswith(self.path + "/"):
+            await self.target(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 async def read_body(request: Request, limit: int) -> dict[str, Any]:

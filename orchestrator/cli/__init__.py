@@ -1,11 +1,11 @@
-"""Command line: ``python -m orchestrator {run,tools,plan,download,weights,warmup,ui,serve,knowledge}`` (also the
+"""Command line: ``python -m orchestrator {run,tools,plan,download,weights,warmup,ui,serve,mcp,knowledge}`` (also the
 ``visual-orchestrator`` script).
 
 One module per command: plan (placement and VRAM, loading nothing), tools (the tools a --load spec exposes),
 run (chat, one turn per message), weights (download / weights: fetch the cards' checkpoints, or check they are
 on disk), warmup (load and call every tool ahead of serving, filling the torch.compile cache on CUDA), ui (the
-Gradio app), serve (the OpenAI-compatible API), knowledge (the knowledge bases: add, list, search,
-remove documents); common holds the flags they share.
+Gradio app), serve (the OpenAI-compatible API), mcp (the tools as an MCP server, stdio or Streamable HTTP),
+knowledge (the knowledge bases: add, list, search, remove documents); common holds the flags they share.
 
 Exit codes: 0 success, 2 bad arguments or a spec that cannot be placed, 1 anything else.
 """
@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from ..errors import OrchestratorError, SpecError
 from .common import orchestrator_from_args
 from .knowledge import add_knowledge_parser
+from .mcp import add_mcp_parser
 from .plan import add_plan_parser
 from .run import add_run_parser
 from .serve import add_serve_parser
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ui_parser(sub)
     add_serve_parser(sub)
     add_knowledge_parser(sub)
+    add_mcp_parser(sub)
     return parser
 
 
@@ -61,12 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     for noisy in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.INFO if args.verbose else logging.WARNING)
-    if args.command in (
-        "run",
-        "ui",
-        "warmup",
-        "serve",
-    ):  # per-file loading bars are noise here; downloads keep theirs
+    # Per-file loading bars are noise here; downloads keep theirs.
+    if args.command in ("run", "ui", "warmup", "serve", "mcp"):
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         return args.handler(args)

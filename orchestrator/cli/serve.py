@@ -41,6 +41,7 @@ def add_api_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-mb", type=int, default=25, help="largest request body (default 25)")
     parser.add_argument("--turns-in-flight", type=int, default=2, metavar="N",
                         help="turns one key may run at once (default 2)")  # fmt: skip
+    parser.add_argument("--no-mcp", action="store_true", help="no MCP server at /mcp (Streamable HTTP)")
 
 
 def api_options_from_args(args: argparse.Namespace, api_key: str | None) -> Any:
@@ -48,7 +49,7 @@ def api_options_from_args(args: argparse.Namespace, api_key: str | None) -> Any:
 
     return ApiOptions(api_key=api_key, cors_origins=tuple(args.cors_origin), allow_image_urls=args.allow_image_urls,
                       public_url=args.public_url, max_body_bytes=args.max_body_mb * 2**20,
-                      max_turns_in_flight=args.turns_in_flight)  # fmt: skip
+                      max_turns_in_flight=args.turns_in_flight, mcp=not args.no_mcp, host=args.host)  # fmt: skip
 
 
 def api_key_from_args(args: argparse.Namespace) -> str | None:
@@ -66,7 +67,8 @@ def serve_command(args: argparse.Namespace) -> int:
         raise SpecError(refusal)
     orchestrator = orchestrator_from_args(args, session_root=args.session_dir)
     app = create_app(orchestrator, api_options_from_args(args, api_key))
-    print(f"OpenAI-compatible API on http://{args.host}:{args.port}/v1 (models: GET /v1/models)", flush=True)
+    mcp = "" if args.no_mcp else f", MCP on http://{args.host}:{args.port}/mcp"
+    print(f"OpenAI-compatible API on http://{args.host}:{args.port}/v1{mcp}", flush=True)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     except OSError as exc:
