@@ -5,9 +5,9 @@ from __future__ import annotations
 from ..cards import CardSet
 from ..errors import CardError
 from ..tools import Tool
-from . import control, detection, editing, generation, understanding
+from . import control, detection, editing, generation, text, understanding
 
-MODULES = [generation, understanding, editing, detection, control]
+MODULES = [generation, understanding, editing, detection, control, text]
 
 
 def all_tools(cards: CardSet) -> list[Tool]:
