@@ -41,6 +41,7 @@ SAMPLE_TEXT = {
     "instruction": "make it snowy",
     "object": "house",
     "replacement": "a castle",
+    "text": "Visual Orchestrator 视觉",
 }
 DEFAULT_TEXT = "a house"
 # Rounds of wait-then-call: each one captures graphs whose capture was put off while the compiler was busy.

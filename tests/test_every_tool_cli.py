@@ -34,6 +34,8 @@ TURNS = [
     "/instruct_pix2pix instruction='make it snowy'",
     "/outpainting width=128 height=128",
     "/text2image prompt='a red car'",
+    "/add_text text='Hello 你好'",
+    "/text_art text='Lab' prompt='gold letters'",
     *[
         turn
         for detector, controlnet in [("canny", "canny"), ("line", "line"), ("hed", "hed"), ("scribble", "scribble"),

@@ -5,9 +5,9 @@ from __future__ import annotations
 from ..cards import CardSet
 from ..errors import CardError
 from ..tools import Tool
-from . import control, detection, editing, generation, knowledge, understanding, web
+from . import control, detection, editing, generation, knowledge, text, understanding, web
 
-MODULES = [generation, understanding, editing, detection, control, knowledge, web]
+MODULES = [generation, understanding, editing, detection, control, knowledge, web, text]
 
 
 def all_tools(cards: CardSet) -> list[Tool]:
