@@ -22,6 +22,7 @@ from .brain.history import dump, load, trim
 from .brain.parsers import new_call_id
 from .brain.prompts import detect_language, message, system_prompt, upload_announcement
 from .calls import refuse, stream
+from .refine import PROMPT_ARG, keep_request, refine
 from .errors import ImageError
 from .events import Event, ImageStored, Notice, ReplyDelta, ToolCall, TurnFinished, TurnResult
 
@@ -161,10 +162,18 @@ def _call(session: Session, call: dict[str, Any], result: TurnResult, deadline: 
 
 
 def run_tool(session: Session, call_id: str, name: str, args: Any, result: TurnResult) -> Steps:
-    """One tool call of this turn, its progress streamed (``calls.stream``); its images count as the turn's."""
+    """One tool call of this turn, its progress streamed (``calls.stream``); its images count as the turn's.
+    A generating call is checked and retried when the session refines (``refine.py``, ``--refine N``)."""
+    if name in PROMPT_ARG and isinstance(args, dict) and isinstance(args.get(PROMPT_ARG[name]), str):
+        args = {**args, PROMPT_ARG[name]: keep_request(args[PROMPT_ARG[name]], result.user)}
     record: ToolCall = yield from stream(session, call_id, name, args)
     result.tool_calls.append(record)
     result.images.extend(record.images)
+    if session.refine_rounds > 0 and name in PROMPT_ARG and not record.error and record.images:
+        read, steps = yield from refine(session, name, record.args, record, session.refine_rounds)
+        result.tool_calls.extend(steps)
+        result.images.extend(i for i in read.images if i not in result.images)
+        return read
     return record
 
 

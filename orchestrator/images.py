@@ -14,7 +14,7 @@ import secrets
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ class Lineage:
     size: tuple[int, int] = (0, 0)
     created: float = 0.0
     source: str | None = None  # the uploaded file's name
+    verdict: dict[str, Any] | None = None  # what the check-and-retry loop found in it (refine.py)
 
 
 class ImageStore:
@@ -167,6 +168,13 @@ class ImageStore:
             name = f"image/{secrets.token_hex(4)}.png"
             if name not in self._lineage and not (self.root / name).exists():
                 return name
+
+    def note_verdict(self, name: str, verdict: dict[str, Any]) -> None:
+        """Record what a check of the image found (its round, score, what was missing) in its lineage."""
+        name = self.resolve(name)
+        with self._lock:
+            self._lineage[name] = replace(self._lineage[name], verdict=dict(verdict))
+            self._write_lineage()
 
     def _write_lineage(self) -> None:
         path = self.root / "lineage.json"

@@ -17,6 +17,7 @@ from .tools import Progress
 if TYPE_CHECKING:
     from .engine import Orchestrator
     from .personas import Persona
+    from .refine import Reader
 
 
 class Session:
@@ -30,9 +31,9 @@ class Session:
         self.language = "en"
         self.knowledge_base: str | None = None  # the knowledge base knowledge_search reads when told no other
         self.notices: set[str] = set()  # notices already shown once (e.g. the rules-brain fallback)
-        self.persona: Persona | None = (
-            None  # its system-prompt addition, language and tools (``use_persona``)
-        )
+        self.persona: Persona | None = None  # its prompt addition, language and tools (``use_persona``)
+        self.refine_rounds = orchestrator.settings.refine_rounds  # check-and-retry rounds per generated image
+        self.refine_reader: Reader | None = None  # what reads images back for that (None: the BLIP tools)
         self.last_active = time.time()
         # Held for the whole of a turn. A plain Lock, not an RLock: Gradio advances a stream from
         # worker threads that may differ step to step, and nothing inside a turn starts another.

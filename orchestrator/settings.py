@@ -14,6 +14,7 @@ argument, then the environment, then the default.
 | ``compile_helper`` | ``VISUAL_ORCHESTRATOR_COMPILE_HELPER=0`` | ``--no-compile-helper`` |
 | ``openai_api_key``, ``openai_base_url``, ``openai_model`` | ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_MODEL`` | ``--model`` |
 | ``discover_local_llm`` | ``VISUAL_ORCHESTRATOR_DISCOVER=0`` | |
+| ``refine_rounds`` | ``VISUAL_ORCHESTRATOR_REFINE`` | ``--refine N`` |
 | ``api_key`` | ``VISUAL_ORCHESTRATOR_API_KEY`` | ``--api-key`` (serve) |
 | ``persona_dir`` | ``VISUAL_ORCHESTRATOR_PERSONAS`` (else ``$XDG_CONFIG_HOME/visual-orchestrator/personas``) | |
 | ``web_search`` | ``VISUAL_ORCHESTRATOR_WEB_SEARCH`` (searxng, duckduckgo, brave, tavily; unset: off) | |
@@ -83,6 +84,7 @@ class Settings:
     local_llm_ports: tuple[int, ...] = (11434, 1234, 8080, 8000)  # in the order they are preferred
     persona_dir: Path | None = None  # the user's own personas (*.yaml) beside the shipped ones
     api_key: str | None = field(default=None, repr=False)  # the key `serve` requires of its clients
+    refine_rounds: int = 0  # --refine N: check each generated image, retry up to N times (0: off)
     web_search: str | None = (
         None  # the WebSearch card's backend: searxng, duckduckgo, brave, tavily; None: off
     )
@@ -131,6 +133,8 @@ class Settings:
         chosen = env.get("TORCHINDUCTOR_CACHE_DIR")
         values["inductor_cache_dir"] = chosen if chosen and not _is_torch_default(chosen) else None
         values["api_key"] = env.get("VISUAL_ORCHESTRATOR_API_KEY") or None
+        refine = env.get("VISUAL_ORCHESTRATOR_REFINE", "0").strip()
+        values["refine_rounds"] = int(refine) if refine.isdigit() else 0
         config_home = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config").expanduser()
         values["persona_dir"] = (
             env.get("VISUAL_ORCHESTRATOR_PERSONAS") or config_home / "visual-orchestrator" / "personas"

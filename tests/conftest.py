@@ -21,3 +21,5 @@ os.environ.pop("OPENAI_BASE_URL", None)
 # --brain auto must not find whatever LLM server this machine runs: only the tests that start a fake one
 # (tests/test_brain_discovery.py) turn discovery on, for their own port.
 os.environ["VISUAL_ORCHESTRATOR_DISCOVER"] = "0"
+# Only the shipped personas: the user's own folder must not change what tests see.
+os.environ["VISUAL_ORCHESTRATOR_PERSONAS"] = tempfile.mkdtemp(prefix="vo-test-personas-")

@@ -49,7 +49,7 @@ def test_json_has_one_object_with_every_turn(capsys, photo, tmp_path):
     assert set(first) == {"user", "reply", "images", "tool_calls"} and first["user"] == "show the edges"
     upload, edges = first["images"]
     [call] = first["tool_calls"]
-    assert set(call) == {"tool", "args", "images", "error", "seconds"}
+    assert set(call) == {"tool", "args", "output", "images", "error", "seconds"}
     assert call["tool"] == "image2canny" and call["error"] is None and call["images"] == [edges]
     assert call["args"] == {"image": Path(upload).relative_to(folder.resolve()).as_posix()}
     assert all(Path(p).is_file() and Path(p).is_relative_to(folder.resolve()) for p in (upload, edges))

@@ -36,6 +36,7 @@ TURNS = [
     "/text2image prompt='a red car'",
     "/add_text text='Hello 你好'",
     "/text_art text='Lab' prompt='gold letters'",
+    "/knowledge_search question='what do my notes say?'",
     *[
         turn
         for detector, controlnet in [("canny", "canny"), ("line", "line"), ("hed", "hed"), ("scribble", "scribble"),
@@ -70,7 +71,9 @@ def test_every_tool_runs_from_the_cli_with_all_27_cards(tmp_path):
     assert [c["tool"] for c in calls] == [t.split()[0][1:] for t in TURNS]
     failed = {c["tool"]: c["error"] for c in calls if c["error"]}
     assert not failed, failed
-    answers = [c for c in calls if c["tool"] in ("image_captioning", "visual_question_answering")]
+    answers = [
+        c for c in calls if c["tool"] in ("image_captioning", "visual_question_answering", "knowledge_search")
+    ]
     made = [c for c in calls if c not in answers and c["tool"] != "segment_anything"]
     assert all(c["images"] and all(Path(p).is_file() for p in c["images"]) for c in made)
     lineage = json.loads((tmp_path / "session" / "lineage.json").read_text())

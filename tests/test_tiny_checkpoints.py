@@ -55,6 +55,8 @@ EXPECTED_FILES = {
     "IDEA-Research/grounding-dino-tiny": BERT_FILES,
     "facebook/sam-vit-base": HF_FILES,
     "lllyasviel/Annotators": ["ControlNetHED.pth", "mlsd_large_512_fp32.pth", "body_pose_model.pth"],
+    "intfloat/multilingual-e5-small": ["config.json", "model.safetensors", "tokenizer_config.json"],
+    "sentence-transformers/all-MiniLM-L6-v2": ["config.json", "model.safetensors", "vocab.txt"],
 }
 REPO_ROOT = Path(__file__).parents[1]
 PROMPT = "a photo of a cat sitting on a table"

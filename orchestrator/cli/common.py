@@ -47,6 +47,9 @@ def add_brain_arguments(parser: argparse.ArgumentParser) -> None:
         "--trust-remote-code", action="store_true", help="let an hf: brain run its repository's code"
     )
     parser.add_argument("--session-dir", metavar="DIR", help="where sessions keep their images")
+    parser.add_argument("--refine", type=int, default=None, metavar="N",
+                        help="check every generated image against the request (caption, VQA) and retry up to N "
+                             "times when something asked for is missing (default 0: off)")  # fmt: skip
     parser.add_argument("--persona", metavar="NAME",
                         help="answer as this persona (personas/*.yaml, or your own in the persona folder)")  # fmt: skip
 
@@ -73,7 +76,8 @@ def settings_from_args(args: argparse.Namespace, session_root: str | Path | None
         name: False for name in ("fast", "compile", "compile_helper") if getattr(args, name, True) is False
     }
     return Settings.from_env(weights=args.weights, model_dir=args.model_dir, session_root=session_root,
-                             int8_weights=getattr(args, "int8_weights", False) or None, **switched_off)  # fmt: skip
+                             int8_weights=getattr(args, "int8_weights", False) or None,
+                             refine_rounds=getattr(args, "refine", None), **switched_off)  # fmt: skip
 
 
 def table(rows: list[tuple[str, ...]]) -> list[str]:

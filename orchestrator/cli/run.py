@@ -90,6 +90,7 @@ def _as_json(results: list[TurnResult], folder: Path) -> dict[str, Any]:
                 {
                     "tool": c.tool,
                     "args": c.args,
+                    "output": c.output,
                     "images": [str(folder / n) for n in c.images],
                     "error": c.error,
                     "seconds": round(c.seconds, 3),

@@ -9,6 +9,9 @@ from ..tools import ImageName, ToolContext, tool
 
 Prompt = Annotated[str, "What the picture should show, in English"]
 Seed = Annotated[int | None, "Random seed; the same seed and prompt give the same picture"]
+Negative = Annotated[
+    str | None, "What the picture must not show, in English (added to the default negative prompt)"
+]
 
 
 def snap64(value: int | None, default: int) -> int:
@@ -16,10 +19,14 @@ def snap64(value: int | None, default: int) -> int:
     return min(1024, max(64, int(round((value or default) / 64)) * 64))
 
 
-def sd_prompts(ctx: ToolContext, prompt: str, options: Mapping[str, Any] | None = None) -> tuple[str, str]:
-    """The prompt with the card's quality suffix, and its negative prompt (``options``: another card's)."""
+def sd_prompts(ctx: ToolContext, prompt: str, options: Mapping[str, Any] | None = None,
+               negative: str | None = None) -> tuple[str, str]:  # fmt: skip
+    """The prompt with the card's quality suffix, and its negative prompt (``options``: another card's) with the
+    call's own ``negative`` before it."""
     options = ctx.options if options is None else options
-    return prompt + options.get("prompt_suffix", ""), options.get("negative_prompt", "")
+    default = options.get("negative_prompt", "")
+    negative = ", ".join(p for p in ((negative or "").strip(), default) if p)
+    return prompt + options.get("prompt_suffix", ""), negative
 
 
 def step_reporter(ctx: ToolContext):
@@ -33,13 +40,14 @@ def text2image(
     width: Annotated[int | None, "Width in pixels (multiple of 64)"] = None,
     height: Annotated[int | None, "Height in pixels (multiple of 64)"] = None,
     seed: Seed = None,
+    negative_prompt: Negative = None,
 ) -> str:
     """Generate a new image from a text description. Use it when the user asks to draw, create or
     imagine a picture. The prompt must be in English and describe the picture."""
     side = int(ctx.options.get("resolution", 512))
     width, height = snap64(width, side), snap64(height, side)
     seed = ctx.new_seed(seed)
-    positive, negative = sd_prompts(ctx, prompt)
+    positive, negative = sd_prompts(ctx, prompt, negative=negative_prompt)
     with ctx.model() as sd:
         image = sd.generate(positive, negative, width, height, int(ctx.options.get("num_inference_steps", 20)),
                             float(ctx.options.get("guidance_scale", 7.5)), seed, step_reporter(ctx))  # fmt: skip

@@ -76,7 +76,8 @@ def build_app(
     with gr.Blocks(title="Visual Orchestrator", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
         ui = _layout(orchestrator, handlers, Strings(language), persona)
         ui.textbox.submit(
-            handlers.respond, [ui.textbox, ui.chatbot, ui.language, ui.persona], [ui.chatbot, ui.textbox, ui.models],
+            handlers.respond, [ui.textbox, ui.chatbot, ui.language, ui.persona, ui.refine],
+            [ui.chatbot, ui.textbox, ui.models],
             api_visibility="private", concurrency_limit=limit, concurrency_id="turn",
         ).then(handlers.after_turn, [ui.language], [ui.textbox, ui.models], **PRIVATE)  # fmt: skip
         ui.examples.click(handlers.example_text, [ui.examples], [ui.textbox], **PRIVATE)
@@ -113,6 +114,8 @@ def _layout(
             ui.persona = gr.Dropdown(handlers.persona_choices(strings), value=persona or "",
                                      label=strings["persona"], elem_id="vo-persona")  # fmt: skip
             ui.persona_info = gr.Markdown(handlers.persona_info(persona or "", strings.language))
+            ui.refine = gr.Slider(0, 4, value=orchestrator.settings.refine_rounds, step=1, label=strings["refine"],
+                                  info=strings["refine_info"], elem_id="vo-refine")  # fmt: skip
     with gr.Row(equal_height=False):
         with gr.Column(scale=4):
             ui.chatbot = gr.Chatbot(

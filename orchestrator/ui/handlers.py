@@ -37,9 +37,10 @@ class Handlers:
     # -- the browser ---------------------------------------------------------------------------
     def respond(
         self, message: dict[str, Any] | None, history: list[Any], language: str, persona: str | None,
-        request: gr.Request,
+        refine: float | None, request: gr.Request,
     ) -> Iterator[tuple[Any, Any, Any]]:  # fmt: skip
-        """One turn in the chat, streamed: outputs (chatbot, textbox, models panel). ``persona``: the tab's."""
+        """One turn in the chat, streamed: outputs (chatbot, textbox, models panel). ``persona``: the tab's;
+        ``refine``: its check-and-retry rounds."""
         text, files = _split(message)
         if not text and not files:
             yield gr.skip(), gr.skip(), gr.skip()
@@ -51,6 +52,7 @@ class Handlers:
             yield gr.skip(), gr.skip(), gr.skip()
             return
         try:
+            slot.session.refine_rounds = max(0, int(refine or 0))
             chosen = self.personas.get(persona or "")
             if slot.session.persona is not chosen:
                 slot.session.use_persona(chosen)
