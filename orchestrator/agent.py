@@ -22,9 +22,9 @@ from .brain.history import dump, load, trim
 from .brain.parsers import new_call_id
 from .brain.prompts import detect_language, message, system_prompt, upload_announcement
 from .calls import refuse, stream
-from .refine import PROMPT_ARG, keep_request, refine
 from .errors import ImageError
 from .events import Event, ImageStored, Notice, ReplyDelta, ToolCall, TurnFinished, TurnResult
+from .refine import PROMPT_ARG, keep_request, refine
 
 if TYPE_CHECKING:
     from .session import Session
