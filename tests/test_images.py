@@ -137,7 +137,7 @@ def test_generated_images_record_lineage_in_json(store):
     assert [r["name"] for r in records] == [parent, child]
     assert records[1] | {"created": 0} == {
         "name": child, "tool": "image2canny", "args": {"image": parent}, "parents": [parent], "seed": 7,
-        "size": [64, 64], "created": 0, "source": None,
+        "size": [64, 64], "created": 0, "source": None, "verdict": None,
     }  # fmt: skip
 
 
