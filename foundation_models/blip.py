@@ -29,6 +29,11 @@ class Blip:
         self.decoder = FastGreedy(model)  # its caches and graphs: one caller at a time, under the lock
         self._lock = threading.Lock()
 
+    @property
+    def fast_fallback(self) -> str | None:
+        """Why the fast path is not used, when it fell back (the models panel and ``warmup`` show it)."""
+        return self.decoder.fallback if self.fast else None
+
     def to(self, device: str) -> None:
         with self._lock:
             self.decoder.clear()  # graphs and caches hold the old device's addresses

@@ -69,6 +69,7 @@ class ModelStatus:
     vram_mb: int  # own + shared components (shared ones count for each card that uses them)
     budget_mb: int | None
     loads: int
+    fast_fallback: str | None = None  # why its fast path fell back to the plain call, if it did
 
 
 @dataclass
@@ -163,10 +164,17 @@ class ModelManager:
         for name in self.plan.placements:
             entry = self._entries[name]
             mb = entry.mb + sum(self._entries[self._key_on(k, entry.device)].mb for k in entry.shared)
+            fallback = getattr(entry.obj, "fast_fallback", None) if entry.obj is not None else None
             out.append(
                 ModelStatus(
-                    name, entry.device, entry.state, mb, self.plan.budget_of(entry.device), entry.loads
-                )
+                    name,
+                    entry.device,
+                    entry.state,
+                    mb,
+                    self.plan.budget_of(entry.device),
+                    entry.loads,
+                    fallback if isinstance(fallback, str) else None,
+                )  # fmt: skip
             )
         return out
 

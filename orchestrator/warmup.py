@@ -59,6 +59,7 @@ class Row:
     first_seconds: float | None = None
     ready_seconds: float | None = None
     error: str | None = None
+    fast_fallback: str | None = None  # its fast path fell back to the plain call, and why
 
     def as_dict(self) -> dict[str, Any]:
         def rounded(seconds: float | None) -> float | None:
@@ -66,7 +67,7 @@ class Row:
 
         return {"tool": self.tool, "card": self.card, "device": self.device,
                 "first_seconds": rounded(self.first_seconds), "ready_seconds": rounded(self.ready_seconds),
-                "error": self.error}  # fmt: skip
+                "error": self.error, "fast_fallback": self.fast_fallback}  # fmt: skip
 
 
 @dataclass
@@ -133,6 +134,9 @@ def warm_up(
                             "far is cached: run warmup again or give it a longer --timeout.")  # fmt: skip
             else:  # every graph is of the compiled forward now: this call is what a served request gets
                 _call_all(session, selected, samples, out.rows, calls=1, first=False, say=say)
+    fallbacks = {s.card: s.fast_fallback for s in orchestrator.manager.status() if s.fast_fallback}
+    for row in out.rows:
+        row.fast_fallback = fallbacks.get(row.card)
     out.seconds = time.perf_counter() - started
     return out
 

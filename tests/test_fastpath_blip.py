@@ -232,3 +232,27 @@ def test_cuda_graph_replay_gives_generates_ids(tiny, images, dtype):
             for n in LENGTHS:
                 assert_same(model, inputs, n, decoder)
         assert all(b.first is not None for b in decoder.buffers.values())  # captured, then replayed
+
+
+def test_a_fast_path_that_fell_back_is_shown_in_the_panel_and_by_warmup(tmp_path):
+    """Issue 25: on transformers 5.17 the decoder's capture failed and only a log line said so. A fallback is
+    now part of the card's status: the models panel and ``warmup`` show it. (CPU: the capture is not run here;
+    the GPU run in docs/benchmarks.md shows the real one.)"""
+    from orchestrator import Orchestrator
+    from orchestrator.cli.warmup import format_report
+    from orchestrator.ui.i18n import Strings
+    from orchestrator.ui.panel import models_html
+    from orchestrator.warmup import warm_up
+
+    orch = Orchestrator("ImageCaptioning_cpu", weights="tiny", brain="rules", session_root=tmp_path)
+    assert "fell back" not in models_html(orch, Strings("en"))
+    report = warm_up(orch)
+    with orch.manager.use("ImageCaptioning") as blip:
+        blip.decoder.fallback = "CUDA graph capture of the BLIP decoder failed, so generate() answers: boom"
+    assert "the fast path fell back: CUDA graph capture of the BLIP decoder failed" in models_html(
+        orch, Strings("en")
+    )
+    report = warm_up(orch)
+    assert report.rows[0].fast_fallback.endswith("boom")
+    assert "fast path fell back for image_captioning: CUDA graph capture" in format_report(report)
+    assert "快速路径已回退" in models_html(orch, Strings("zh"))

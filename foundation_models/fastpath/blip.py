@@ -94,6 +94,8 @@ class FastGreedy:
         self._weights = WeightWatch(model)
         self._warned = False
         self._cross_mask = cross_attention_mask(model) if self._vqa else None
+        self._cache_arg = cache_argument(model.text_decoder)
+        self.fallback: str | None = None  # why graph capture failed (then generate() answers); shown to users
         self.bucket = QUESTION_BUCKET if self._cross_mask is not None else 1  # questions padded to this
 
     def clear(self) -> None:
@@ -272,8 +274,8 @@ class FastGreedy:
             self._cross_mask.value = b.inputs.cross_mask
         try:
             out = self.model.text_decoder(input_ids=ids, position_ids=positions, attention_mask=mask,
-                                          encoder_hidden_states=b.encoder_states, cache=b.cache, use_cache=True,
-                                          logits_to_keep=1, return_dict=True)  # fmt: skip
+                                          encoder_hidden_states=b.encoder_states, **{self._cache_arg: b.cache},
+                                          use_cache=True, logits_to_keep=1, return_dict=True)  # fmt: skip
         finally:
             if self._cross_mask is not None:
                 self._cross_mask.value = None
@@ -351,9 +353,10 @@ class FastGreedy:
             self.failed.add(key)
             if not self._warned:
                 self._warned = True
-                log.warning(
-                    "CUDA graph capture of the BLIP decoder failed; it uses generate(): %s", reason(exc)
+                self.fallback = (
+                    f"CUDA graph capture of the BLIP decoder failed, so generate() answers: {reason(exc)}"
                 )
+                log.warning("%s", self.fallback)
             return False
         return True
 
@@ -365,3 +368,13 @@ class FastGreedy:
             run()
         self._pool = graph.pool()  # one pool for all: the graphs never run at the same time
         return graph
+
+
+def cache_argument(decoder: Any) -> str:
+    """The name the installed transformers gives the decoder's cache argument: ``cache`` from 5.25 on (the
+    old name is deprecated there), ``past_key_values`` before. Passed under the wrong name, it is swallowed by
+    ``**kwargs`` and each step attends to its own token only."""
+    import inspect
+
+    parameters = inspect.signature(decoder.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"

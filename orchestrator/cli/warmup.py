@@ -85,6 +85,9 @@ def format_report(report: WarmupReport) -> str:
                      error))  # fmt: skip
     lines = table(rows)
     lines.append("")
+    lines += [
+        f"fast path fell back for {row.tool}: {row.fast_fallback}" for row in report.rows if row.fast_fallback
+    ]
     lines.append(report.note)
     failed = sum(1 for row in report.rows if row.error)
     outcome = f"{failed} of {len(report.rows)} tools failed" if failed else f"{len(report.rows)} tools ran"

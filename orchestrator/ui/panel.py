@@ -97,6 +97,11 @@ def _card(status: ModelStatus, strings: Strings, weights: str = "") -> str:
         f'<span class="vo-badge">{escape(state)}</span></div>'
         f'<div class="vo-sub">{escape(status.device)} · {escape(vram)}</div>'
         + (f'<div class="vo-sub vo-weights">{escape(weights)}</div>' if weights else "")
+        + (
+            f'<div class="vo-sub vo-fallback">⚠ {escape(strings.format("fast_fallback", reason=status.fast_fallback))}</div>'
+            if status.fast_fallback
+            else ""
+        )
         + f"{bar}</div>"
     )
 
