@@ -48,10 +48,10 @@ def main(argv: list[str] | None = None) -> dict:
                 blip.processor(images=image, return_tensors="pt")  # fmt: skip
             inputs = inputs.to(blip.model.device, blip.model.dtype)
 
-            def plain():
+            def plain(inputs=inputs, blip=blip):
                 return blip.model.generate(**inputs, max_new_tokens=blip.max_new_tokens)
 
-            def fast():
+            def fast(inputs=inputs, blip=blip):
                 return blip.decoder.generate(**inputs, max_new_tokens=blip.max_new_tokens)
 
             timings = {}
