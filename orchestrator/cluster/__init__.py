@@ -32,10 +32,6 @@ def serve_on_ray(
 
     ``options`` are the Orchestrator's other keyword arguments (``brain``, ``session_root``, ...); ``replica``
     replaces the replicas' class (tests); ``runtime_env`` is given to ``ray.init`` when this process starts Ray."""
-    try:
-        from . import ray_tools
-    except ImportError as exc:
-        raise SpecError('--ray needs Ray Serve: pip install "visual-orchestrator[ray]".') from exc
     from ..engine import Orchestrator
 
     settings = settings or Settings.from_env()
@@ -43,6 +39,11 @@ def serve_on_ray(
     if settings.int8_weights:
         cards = cards.with_int8_diffusion()
     items = parse_load_spec(load, cards)
+    # the file's mistakes before Ray starts
     deployments = load_deployments(cards, items, deploy, parse_budgets(max_vram))
+    try:
+        from . import ray_tools
+    except ImportError as exc:
+        raise SpecError('--ray needs Ray Serve: pip install "visual-orchestrator[ray]".') from exc
     remote = ray_tools.start(deployments, settings, address, runtime_env, replica or ray_tools.ToolReplica)
     return Orchestrator(items, settings=settings, max_vram=max_vram, remote=remote, **options)
