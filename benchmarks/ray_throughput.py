@@ -74,10 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(f"text2image, {args.sessions} sessions × {args.calls} pictures, {args.side}×{args.side}, tiny "
                   f"weights, CPU ({os.cpu_count()} cores)",
                   ["setup", "pictures", "seconds", "pictures/s", "vs one process"])  # fmt: skip
+    base = None
     with Orchestrator(LOAD, settings=settings, brain="rules") as alone:
         warm(alone, 1, args.side)
-        base = workload(alone, args.sessions, args.calls, args.side)
-    table.add(f"one process (torch {torch.get_num_threads()} threads)", total, base, total / base, 1.0)
+        # torch's own thread count, then one thread as Ray gives a replica of under one CPU (OMP_NUM_THREADS=1)
+        for threads in dict.fromkeys([torch.get_num_threads(), 1]):
+            torch.set_num_threads(threads)
+            seconds = workload(alone, args.sessions, args.calls, args.side)
+            base = base or seconds
+            table.add(f"one process (torch {threads} thread{'s' * (threads > 1)})", total, seconds,
+                      total / seconds, base / seconds)  # fmt: skip
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})  # fmt: skip
