@@ -9,6 +9,7 @@ records a call that will not run.
 
 from __future__ import annotations
 
+import io
 import logging
 import queue
 import threading
@@ -16,10 +17,13 @@ import time
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
+from PIL import Image
+
 from foundation_models.fastpath import is_out_of_memory
 
 from .errors import OrchestratorError, ToolError
 from .events import Event, ToolCall, ToolFinished, ToolProgress, ToolStarted
+from .remote import RemoteTools
 from .tools import Progress, Tool, ToolContext
 
 if TYPE_CHECKING:
@@ -97,6 +101,9 @@ def _run(session: Session, name: str, args: Any, record: ToolCall, report: Repor
     tool = tools[name]
     kwargs = tool.validate(args, session.images)
     record.args = kwargs
+    remote = getattr(session.orchestrator, "remote", None)
+    if remote is not None and remote.serves(tool.card):
+        return _run_remote(session, remote, tool, kwargs, record, report)
     for attempt in (1, 2):
         ctx = _context(session, tool, kwargs, report)
         try:
@@ -109,6 +116,32 @@ def _run(session: Session, name: str, args: Any, record: ToolCall, report: Repor
                 raise
             _out_of_memory(session, tool, exc, retrying=attempt == 1)
     raise AssertionError("unreachable")
+
+
+def _run_remote(
+    session: Session,
+    remote: RemoteTools,
+    tool: Tool,
+    kwargs: dict[str, Any],
+    record: ToolCall,
+    report: Report,
+) -> str:
+    """The call on the replica that holds the tool's models; the images it made stored here, with their lineage
+    (those made before a failure too)."""
+    images = [kwargs[p.name] for p in tool.params if p.kind == "image" and kwargs.get(p.name)]
+    inputs = {name: session.images.path(name).read_bytes() for name in images}
+    result = remote.run(tool.card, tool.name, kwargs, inputs, report)
+    output = result.output
+    for made in result.images:
+        with Image.open(io.BytesIO(made.png)) as picture:
+            name = session.images.add(picture, tool=tool.name, args=kwargs, parents=list(made.parents),
+                                      seed=made.seed, name=made.name)  # fmt: skip
+        output = output.replace(made.name, name)  # the same name unless this session already had it
+        record.images.append(name)
+    record.sources = list(result.sources)
+    if result.error:
+        raise ToolError(result.error)
+    return output
 
 
 def _context(session: Session, tool: Tool, kwargs: dict[str, Any], report: Report) -> ToolContext:

@@ -20,6 +20,7 @@ from .images import ImageLimits
 from .knowledge import ManagedEmbedder, Shelf
 from .manager import ModelManager
 from .placement import Plan, make_plan
+from .remote import RemoteTools
 from .session import Session
 from .settings import Settings, WeightsMode
 from .spec import LoadItem, parse_budgets, parse_load_spec
@@ -39,7 +40,8 @@ class Orchestrator:
     how it runs is one frozen :class:`Settings` (``settings=``; by default read from the environment once, here);
     ``weights``, ``model_dir`` and ``session_root`` override its fields. ``brain_options`` are other
     ``BrainConfig`` fields (``model``, ``quant``, ``max_steps``, ...). ``devices``, ``cards`` and ``families``
-    replace the detected devices, the registry and the family modules (tests).
+    replace the detected devices, the registry and the family modules (tests). ``remote`` runs the tools of the
+    cards it serves elsewhere (``orchestrator.cluster``: Ray Serve replicas); they are not placed here.
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class Orchestrator:
         devices: Sequence[Device] | None = None,
         cards: CardSet | None = None,
         families: Mapping[str, Any] | None = None,
+        remote: RemoteTools | None = None,
     ):
         settings = (settings or Settings.from_env()).with_(weights=weights, model_dir=model_dir,
                                                             session_root=session_root)  # fmt: skip
@@ -66,11 +69,15 @@ class Orchestrator:
         if settings.int8_weights:
             self.cards = self.cards.with_int8_diffusion()  # placement counts their int8 size
         self.items = parse_load_spec(load, self.cards) if isinstance(load, str) else list(load)
+        self.remote = remote  # the cards it serves run on its replicas, not in this process
+        local = [item for item in self.items if remote is None or not remote.serves(item.name)]
         budgets = dict(max_vram) if isinstance(max_vram, Mapping) else parse_budgets(max_vram)
+        if remote is not None:  # the replicas keep the budgets of their devices
+            budgets = {device: mb for device, mb in budgets.items() if device in {i.device for i in local}}
         if devices is None:
-            devices = devices_for([i.device for i in self.items] + list(budgets))
+            devices = devices_for([i.device for i in local] + list(budgets))
         self.devices = keep_free_for_brain(list(devices), self.brain.config)
-        self.plan: Plan = make_plan(self.cards, self.items, self.devices, budgets)
+        self.plan: Plan = make_plan(self.cards, local, self.devices, budgets)
         self.resolver = WeightResolver(settings.weights, settings.model_dir, settings.cache_dir)
         self.manager = ModelManager(self.cards, self.plan, self.resolver, families=families,
                                     options=self._card_options)  # fmt: skip

@@ -103,11 +103,13 @@ class ImageStore:
         return self._store(image, Lineage("", "upload", source=filename))
 
     def add(
-        self, image: Image.Image, *, tool: str, args: dict[str, Any], parents: list[str], seed: int | None
-    ) -> str:
-        """Store an image a tool made, with its lineage; returns its name."""
+        self, image: Image.Image, *, tool: str, args: dict[str, Any], parents: list[str], seed: int | None,
+        name: str | None = None,
+    ) -> str:  # fmt: skip
+        """Store an image a tool made, with its lineage; returns its name (``name`` when it is free: an image
+        made by a remote replica keeps the name its output text uses)."""
         parents = [self.resolve(p) for p in parents]
-        return self._store(image.convert("RGB"), Lineage("", tool, dict(args), tuple(parents), seed))
+        return self._store(image.convert("RGB"), Lineage("", tool, dict(args), tuple(parents), seed), name)
 
     def _decode(self, data: bytes, filename: str | None) -> Image.Image:
         label = f"'{filename}'" if filename else "The upload"
@@ -141,13 +143,14 @@ class ImageStore:
             ) from exc
         return image
 
-    def _store(self, image: Image.Image, record: Lineage) -> str:
+    def _store(self, image: Image.Image, record: Lineage, wanted: str | None = None) -> str:
         with self._lock:
             if len(self._lineage) >= self.limits.max_images:
                 raise ImageError(
                     f"This session already holds {self.limits.max_images} images, its limit; start a new session."
                 )
-            name = self._new_name()
+            free = wanted and NAME.fullmatch(wanted) and wanted not in self._lineage
+            name = wanted if free and not (self.root / wanted).exists() else self._new_name()
             path = self.root / name
             tmp = path.with_suffix(".tmp")
             try:

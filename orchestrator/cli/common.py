@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import SpecError
 from ..settings import Settings
 
 if TYPE_CHECKING:
@@ -54,6 +55,17 @@ def add_brain_arguments(parser: argparse.ArgumentParser) -> None:
                         help="answer as this persona (personas/*.yaml, or your own in the persona folder)")  # fmt: skip
 
 
+def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--ray``: the model families on Ray Serve deployments (serve and ui; docs/scale-out.md)."""
+    parser.add_argument("--ray", action="store_true",
+                        help="run the models on Ray Serve deployments (deploy.yaml), the sessions in this process")  # fmt: skip
+    parser.add_argument("--address", metavar="ADDR",
+                        help="the Ray cluster to join, e.g. ray://head:10001 or auto (default: RAY_ADDRESS, else "
+                             "a local cluster); with --ray")  # fmt: skip
+    parser.add_argument("--deploy", metavar="FILE",
+                        help="the deployments' file (default: the deploy.yaml shipped with the package); with --ray")  # fmt: skip
+
+
 def persona_from_args(args: argparse.Namespace, orchestrator: Orchestrator) -> Persona | None:
     """The --persona chosen (None without one); an unknown name is a SpecError that lists the known ones."""
     from ..personas import choose, load_personas
@@ -62,12 +74,21 @@ def persona_from_args(args: argparse.Namespace, orchestrator: Orchestrator) -> P
 
 
 def orchestrator_from_args(args: argparse.Namespace, session_root: str | None = None) -> Orchestrator:
-    """The Orchestrator the common and brain flags describe (nothing loads yet)."""
+    """The Orchestrator the common and brain flags describe (nothing loads yet); with --ray, its model families
+    on Ray Serve deployments, started now (their replicas too load nothing until their first call)."""
     from ..engine import Orchestrator
 
-    return Orchestrator(args.load, settings=settings_from_args(args, session_root), max_vram=args.max_vram,
-                        brain=args.brain, brain_options={"model": args.model, "quant": args.quant,
-                                                         "trust_remote_code": args.trust_remote_code})  # fmt: skip
+    brain = {"brain": args.brain, "brain_options": {"model": args.model, "quant": args.quant,
+                                                    "trust_remote_code": args.trust_remote_code}}  # fmt: skip
+    settings = settings_from_args(args, session_root)
+    if getattr(args, "ray", False):
+        from ..cluster import serve_on_ray  # Ray itself is imported only there, and only now
+
+        return serve_on_ray(args.load, settings=settings, deploy=args.deploy, address=args.address,
+                            max_vram=args.max_vram, **brain)  # fmt: skip
+    if getattr(args, "address", None) or getattr(args, "deploy", None):
+        raise SpecError("--address and --deploy go with --ray.")
+    return Orchestrator(args.load, settings=settings, max_vram=args.max_vram, **brain)
 
 
 def settings_from_args(args: argparse.Namespace, session_root: str | Path | None = None) -> Settings:

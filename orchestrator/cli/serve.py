@@ -1,6 +1,7 @@
 """``visual-orchestrator serve``: the OpenAI-compatible API, for NextChat, Open WebUI, LobeChat and scripts.
 
     python -m orchestrator serve --load ImageCaptioning_cuda:0,Text2Image_cuda:0 --port 8000
+    python -m orchestrator serve --ray --address auto      # the models on Ray Serve (docs/scale-out.md)
 
 Bound to 127.0.0.1 unless --host says otherwise, and then only with an API key. See docs/api.md.
 """
@@ -12,7 +13,13 @@ import sys
 from typing import Any
 
 from ..errors import SpecError
-from .common import add_brain_arguments, add_common_arguments, orchestrator_from_args, settings_from_args
+from .common import (
+    add_brain_arguments,
+    add_common_arguments,
+    add_ray_arguments,
+    orchestrator_from_args,
+    settings_from_args,
+)
 
 
 def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -21,6 +28,7 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_common_arguments(parser)
     add_brain_arguments(parser)
     add_api_arguments(parser)
+    add_ray_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to serve on (default 8000)")
     parser.set_defaults(handler=serve_command)

@@ -7,7 +7,13 @@ import sys
 from typing import Any
 
 from ..errors import SpecError
-from .common import add_brain_arguments, add_common_arguments, orchestrator_from_args, persona_from_args
+from .common import (
+    add_brain_arguments,
+    add_common_arguments,
+    add_ray_arguments,
+    orchestrator_from_args,
+    persona_from_args,
+)
 from .serve import add_api_arguments, api_key_from_args, api_options_from_args
 
 
@@ -35,6 +41,7 @@ def add_ui_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api", action="store_true",
                         help="also serve the OpenAI-compatible API at /v1 of the same port (see the serve command)")  # fmt: skip
     add_api_arguments(parser)
+    add_ray_arguments(parser)
     parser.add_argument("--warmup", action="store_true",
                         help="load and call every tool in the background as the app starts serving, so the first users "
                              "find the models loaded and, on CUDA, compiled (see the warmup command)")  # fmt: skip
