@@ -38,10 +38,16 @@ def session_traces(sessions: Path) -> Iterator[dict[str, Any]]:
 
 
 def dedupe(traces: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Traces in order, each once (two turns with the same messages and tools are the same example)."""
+    """Traces in order, each once: two with the same user words, tool calls and arguments, offered the same tools,
+    are the same example (call ids, the new image names and the system prompt's image list differ every time)."""
     seen, out = set(), []
     for trace in traces:
-        key = hashlib.sha256(json.dumps(trace, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        asked = [m.get("content") for m in trace["messages"] if m.get("role") == "user"]
+        calls = [(c["function"]["name"], c["function"]["arguments"]) for m in trace["messages"]
+                 for c in m.get("tool_calls") or []]  # fmt: skip
+        offered = sorted(t.get("function", {}).get("name", "") for t in trace["tools"])
+        text = json.dumps([asked, calls, offered], sort_keys=True, ensure_ascii=False)
+        key = hashlib.sha256(text.encode()).hexdigest()
         if key not in seen:
             seen.add(key)
             out.append(trace)
@@ -60,7 +66,7 @@ def read_traces(path: Path) -> list[dict[str, Any]]:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise TraceError(
-            f"Cannot read {path} ({exc.strerror}); make one with: python -m orchestrator traces export"
+            f"Cannot read {path} ({exc.strerror}); make one with `python -m orchestrator traces export`."
         ) from exc
     traces = []
     for number, line in enumerate(lines, 1):
@@ -78,7 +84,7 @@ def read_traces(path: Path) -> list[dict[str, Any]]:
         traces.append(trace)
     if not traces:
         raise TraceError(
-            f"{path} holds no traces; make some with: python -m orchestrator traces export --synthesize 200"
+            f"{path} holds no traces; make some with `python -m orchestrator traces export --synthesize 200`."
         )
     return traces
 
