@@ -169,3 +169,13 @@ def test_finetune_saves_an_adapter_that_a_new_process_serves(tmp_path, base, cap
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-2:] == ["PeftModelForCausalLM", "None"]
+
+
+def test_the_gpu_benchmark_runs_tiny_on_cpu(tmp_path, monkeypatch, capsys):
+    from benchmarks.finetune_gpu import main as bench
+
+    monkeypatch.setenv("OUT", str(tmp_path))
+    assert bench(["--tiny", "--methods", "lora,freeze"]) == 0
+    rows = json.loads((tmp_path / "finetune_gpu.json").read_text())["rows"]
+    assert len(rows) == 4 and all(r["examples_s"] and r["error"] is None for r in rows)
+    assert "peft+Trainer defaults" in capsys.readouterr().out
