@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
 from .brain import Brain, BrainError, LazyBrain, TurnInfo
-from .brain.history import dump, load, trim
+from .brain.history import chat_dict, dump, load, trim
+from .brain.openai_chat import tool_specs
 from .brain.parsers import new_call_id
 from .brain.prompts import detect_language, message, system_prompt, upload_announcement
 from .calls import refuse, stream
@@ -47,6 +48,7 @@ def run_turn(session: Session, text: str, images: Sequence[Any] = (), language: 
     lines, refused = yield from _uploads(session, holder, images, language, result)
     human = HumanMessage("\n".join([*lines, text]).strip())
     turn = TurnInfo(text, language, uploads=tuple(result.images))
+    system = _system(session, language)  # as the first step sees it, for the session's record
     new: list[BaseMessage] = [human]
     shown: list[str] = []  # the reply text streamed since the last tool step
     reply = (yield from _steps(session, holder, new, turn, result, deadline, shown)).strip()
@@ -63,7 +65,31 @@ def run_turn(session: Session, text: str, images: Sequence[Any] = (), language: 
             yield ReplyDelta(result.reply[len(streamed) :])
     else:
         yield ReplyDelta(result.reply, replace=True)
+    session.record_turn(turn_record(result, [system, *new], _tools(session), language))
     yield TurnFinished(result)
+
+
+def turn_record(
+    result: TurnResult, messages: list[BaseMessage], tools: list[Tool], language: str
+) -> dict[str, Any]:
+    """One finished turn as the session's record keeps it: the chat the brain saw and wrote (OpenAI chat
+    messages), the tools it was offered (function specs) and every call's outcome (``ToolCall.as_dict``)."""
+    return {"user": result.user, "reply": result.reply, "error": result.error, "language": language,
+            "messages": [chat_dict(m) for m in messages], "tools": tool_specs(tools),
+            "tool_calls": [call.as_dict() for call in result.tool_calls], "cleared": False}  # fmt: skip
+
+
+def _tools(session: Session) -> list[Tool]:
+    """The tools this session's brain is offered (its persona's, or all)."""
+    persona = session.persona
+    return [t for t in session.orchestrator.tools.values() if persona is None or persona.allows(t.name)]
+
+
+def _system(session: Session, language: str) -> SystemMessage:
+    persona = session.persona
+    return SystemMessage(
+        system_prompt(language, tuple(session.images.names()), persona.system if persona else "")
+    )
 
 
 def cite_sources(reply: str, result: TurnResult, language: str) -> str:
@@ -79,8 +105,7 @@ def cite_sources(reply: str, result: TurnResult, language: str) -> str:
 def _steps(session: Session, holder: LazyBrain, new: list[BaseMessage], turn: TurnInfo, result: TurnResult,
            deadline: float, shown: list[str]) -> Steps:  # fmt: skip
     """Brain steps until an answer; returns the reply. The reply's text is streamed as it comes (``shown``)."""
-    config, persona = holder.config, session.persona
-    tools = [t for t in session.orchestrator.tools.values() if persona is None or persona.allows(t.name)]
+    config, tools = holder.config, _tools(session)
     history = trim(load(session.history), config.history_tokens)
     try:
         if not holder.loaded and config.kind == "hf":
@@ -90,10 +115,8 @@ def _steps(session: Session, holder: LazyBrain, new: list[BaseMessage], turn: Tu
             if time.monotonic() >= deadline:
                 return _stopped("time_limit", turn.language, result, seconds=round(config.turn_seconds))
             names = tuple(session.images.names())
-            system = SystemMessage(system_prompt(turn.language, names, persona.system if persona else ""))
-            ai = yield from _ask(
-                brain, [system, *history, *new], tools, replace(turn, images=names), deadline, shown
-            )
+            ai = yield from _ask(brain, [_system(session, turn.language), *history, *new], tools,
+                                 replace(turn, images=names), deadline, shown)  # fmt: skip
             calls = [*ai.tool_calls, *ai.invalid_tool_calls]
             for call in calls:
                 call["id"] = call.get("id") or new_call_id()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
@@ -13,6 +14,8 @@ from .calls import execute
 from .events import Event, ToolCall, TurnFinished, TurnResult
 from .images import ImageStore
 from .tools import Progress
+
+RECORD = "history.json"  # the session's finished turns, as ``traces export`` reads them
 
 if TYPE_CHECKING:
     from .engine import Orchestrator
@@ -28,6 +31,7 @@ class Session:
         self.images = ImageStore(folder, orchestrator.image_limits)
         self.trace: list[ToolCall] = []
         self.history: list[dict[str, Any]] = []  # chat messages, kept by the brain
+        self.turns: list[dict[str, Any]] = []  # the record of finished turns, saved to RECORD after each
         self.language = "en"
         self.knowledge_base: str | None = None  # the knowledge base knowledge_search reads when told no other
         self.notices: set[str] = set()  # notices already shown once (e.g. the rules-brain fallback)
@@ -85,6 +89,26 @@ class Session:
             if isinstance(event, TurnFinished):
                 return event.result
         raise AssertionError("a turn always ends with TurnFinished")
+
+    def record_turn(self, turn: dict[str, Any]) -> None:
+        """Add a finished turn (``agent.turn_record``) to the session's record on disk (``history.json``)."""
+        self.turns.append(turn)
+        self._save_record()
+
+    def clear(self) -> None:
+        """Forget the history; the turns so far stay in the record, marked cleared (never used for training)."""
+        self.history = []
+        for turn in self.turns:
+            turn["cleared"] = True
+        self._save_record()
+
+    def _save_record(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        record = {"version": 1, "session": self.id, "turns": self.turns}
+        text = json.dumps(record, ensure_ascii=False, indent=1, default=str)
+        partial = self.folder / f"{RECORD}.partial"
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(self.folder / RECORD)  # a reader never sees half a file
 
     def upload(self, data: Any, filename: str | None = None) -> str:
         """Store an uploaded image (bytes, path or PIL image); returns its name. Raises ImageError."""

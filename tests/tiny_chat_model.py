@@ -44,7 +44,7 @@ QWEN25_TEMPLATE = """\
 """
 
 
-def build_tokenizer(corpus: list[str], template: str = QWEN25_TEMPLATE) -> Any:
+def build_tokenizer(corpus: list[str], template: str = QWEN25_TEMPLATE, vocab_size: int = 400) -> Any:
     """A 400-token byte-level BPE tokenizer with Qwen's special tokens (<tool_call> tags stay in decoded text)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import AddedToken, PreTrainedTokenizerFast
@@ -54,7 +54,7 @@ def build_tokenizer(corpus: list[str], template: str = QWEN25_TEMPLATE) -> Any:
     bpe.decoder = decoders.ByteLevel()
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     bpe.train_from_iterator(
-        corpus, trainers.BpeTrainer(vocab_size=400, initial_alphabet=alphabet, show_progress=False)
+        corpus, trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=alphabet, show_progress=False)
     )
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     tok.add_tokens([AddedToken(t, special=True) for t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>")])
@@ -107,6 +107,27 @@ def build_tiny_chat_model(
         steps = [trigger, *chain, im_end]
         for previous, following in zip(steps, steps[1:]):
             model.lm_head.weight[following] = 20 * embed[previous] / embed[previous].norm()
+    model.generation_config = GenerationConfig(eos_token_id=[im_end, pad], pad_token_id=pad, do_sample=False)
+    model.save_pretrained(dest)
+    tok.save_pretrained(dest)
+    return Path(dest)
+
+
+def build_random_chat_model(dest: Path, corpus: list[str], hidden_size: int = 64, seed: int = 0,
+                            vocab_size: int = 400) -> Path:  # fmt: skip
+    """Save in ``dest`` a randomly initialised 2-layer Qwen2 chat model (for fine-tuning tests): the tokenizer is
+    trained on ``corpus`` (e.g. rendered traces) so the tokens fit the text it will learn."""
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    tok = build_tokenizer([QWEN25_TEMPLATE, *corpus], vocab_size=vocab_size)
+    im_end, pad = tok.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=4096, tie_word_embeddings=True, eos_token_id=im_end,
+                         pad_token_id=pad)  # fmt: skip
+    model = Qwen2ForCausalLM(config)
     model.generation_config = GenerationConfig(eos_token_id=[im_end, pad], pad_token_id=pad, do_sample=False)
     model.save_pretrained(dest)
     tok.save_pretrained(dest)

@@ -60,6 +60,7 @@ class BrainConfig:
     model: str | None = None  # openai: the model name; hf: the hub id or local folder
     quant: str | None = None  # hf only: int8 or int4 (bitsandbytes, CUDA)
     trust_remote_code: bool = False  # hf only: for older ChatGLM-style repositories
+    adapter: str | None = None  # hf only: a peft adapter folder (``finetune --out``) loaded over the model
     tool_format: ToolFormat = "auto"  # auto: native tool calling when the model supports it, else ReAct text
     base_url: str | None = None  # openai: defaults to Settings.openai_base_url ($OPENAI_BASE_URL)
     api_key: str | None = None  # openai: defaults to Settings.openai_api_key ($OPENAI_API_KEY)
@@ -105,6 +106,8 @@ class BrainConfig:
             raise BrainError("bad_quant", quant=config.quant)
         if config.quant is not None and config.kind != "hf":
             raise BrainError("quant_needs_hf", quant=config.quant)
+        if config.adapter is not None and config.kind != "hf":
+            raise BrainError("adapter_needs_hf", adapter=config.adapter)
         return config
 
     @classmethod

@@ -14,10 +14,10 @@ import threading
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage
 
 from .base import BrainConfig, BrainError, TurnInfo
-from .history import remind_language
+from .history import chat_dict, remind_language
 from .openai_chat import tool_specs
 from .parsers import parse_tool_calls
 from .react import parse_react, react_messages, single_args
@@ -56,10 +56,10 @@ class HFBrain:
         messages = remind_language(messages, turn.language)
         names = [t.name for t in tools]
         if self.native:
-            chat = [_chat_dict(m) for m in messages]
+            chat = [chat_dict(m) for m in messages]
             text = yield from self._generate(chat, tool_specs(tools) or None, timeout, CallGuard(names))
             return parse_tool_calls(text, names, single_args(tools))
-        chat = [_chat_dict(m) for m in react_messages(messages, tools)]
+        chat = [chat_dict(m) for m in react_messages(messages, tools)]
         text = yield from self._generate(chat, None, timeout, ReactGuard())
         return parse_react(text, tools)
 
@@ -157,7 +157,8 @@ class _Stopped:
 
 
 def load_chat_model(config: BrainConfig) -> tuple[Any, Any, str]:
-    """(tokenizer, model, device) for an hf brain; a missing model or unusable --quant is a BrainError."""
+    """(tokenizer, model, device) for an hf brain, with its --adapter if one is named; a missing model, adapter or
+    unusable --quant is a BrainError."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -191,30 +192,38 @@ def load_chat_model(config: BrainConfig) -> tuple[Any, Any, str]:
         if "trust_remote_code" in str(exc):
             reason = "it runs its own code: add --trust-remote-code if you trust it"
         raise BrainError("hf_missing", model=config.model, reason=reason) from exc
+    if config.adapter:
+        model = _with_adapter(model, config)
     if not config.quant:
         model.to(device)
     model.eval()
     return tokenizer, model, device
 
 
-def _chat_dict(message: BaseMessage) -> dict[str, Any]:
-    """A LangChain message as a chat-template message (tool-call arguments as dicts, as templates expect)."""
-    content = message.content if isinstance(message.content, str) else str(message.content)
-    if isinstance(message, SystemMessage):
-        return {"role": "system", "content": content}
-    if isinstance(message, ToolMessage):
-        return {
-            "role": "tool",
-            "content": content,
-            "name": message.name,
-            "tool_call_id": message.tool_call_id,
-        }
-    if isinstance(message, AIMessage):
-        out: dict[str, Any] = {"role": "assistant", "content": content}
-        if message.tool_calls:
-            out["tool_calls"] = [
-                {"type": "function", "id": c["id"], "function": {"name": c["name"], "arguments": c["args"]}}
-                for c in message.tool_calls
-            ]
-        return out
-    return {"role": "user", "content": content}
+def _with_adapter(model: Any, config: BrainConfig) -> Any:
+    """The model with the peft adapter ``config.adapter`` (LoRA, prefix tuning or trained layers) over it."""
+    from pathlib import Path
+
+    if importlib.util.find_spec("peft") is None:
+        raise BrainError("peft_missing", adapter=config.adapter)
+    from peft import PeftModel
+
+    if not (Path(str(config.adapter)) / "adapter_config.json").is_file():
+        raise BrainError("adapter_missing", adapter=config.adapter)
+    base_dtype = model.dtype
+    return match_adapter_dtype(PeftModel.from_pretrained(model, str(config.adapter)), base_dtype)
+
+
+def match_adapter_dtype(model: Any, dtype: Any) -> Any:
+    """The floating-point weights peft added (LoRA matrices, a prefix encoder) cast to the base model's ``dtype``.
+
+    peft keeps them in float32 over a bfloat16/float16 base; outside autocast that mix fails as "self and mat2 must
+    have the same dtype" (LoRA) or in attention, where a float32 prefix meets float16 keys (prefix tuning)."""
+    for name, param in model.named_parameters():
+        if (
+            param.is_floating_point()
+            and param.dtype != dtype
+            and ("lora_" in name or "prompt_encoder" in name)
+        ):
+            param.data = param.data.to(dtype)
+    return model

@@ -14,6 +14,7 @@ from langchain_core.messages import (
     AIMessage,
     BaseMessage,
     HumanMessage,
+    SystemMessage,
     ToolMessage,
     messages_from_dict,
     messages_to_dict,
@@ -66,3 +67,26 @@ def remind_language(messages: list[BaseMessage], language: str) -> list[BaseMess
     last = messages[-1]
     reminder = message("answer_language", language)
     return [*messages[:-1], last.model_copy(update={"content": f"{last.content}\n\n{reminder}"})]
+
+
+def chat_dict(msg: BaseMessage) -> dict[str, Any]:
+    """A LangChain message as a chat-template message (tool-call arguments as dicts, as templates expect)."""
+    content = msg.content if isinstance(msg.content, str) else str(msg.content)
+    if isinstance(msg, SystemMessage):
+        return {"role": "system", "content": content}
+    if isinstance(msg, ToolMessage):
+        return {
+            "role": "tool",
+            "content": content,
+            "name": msg.name,
+            "tool_call_id": msg.tool_call_id,
+        }
+    if isinstance(msg, AIMessage):
+        out: dict[str, Any] = {"role": "assistant", "content": content}
+        if msg.tool_calls:
+            out["tool_calls"] = [
+                {"type": "function", "id": c["id"], "function": {"name": c["name"], "arguments": c["args"]}}
+                for c in msg.tool_calls
+            ]
+        return out
+    return {"role": "user", "content": content}

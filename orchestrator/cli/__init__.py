@@ -1,11 +1,12 @@
-"""Command line: ``python -m orchestrator {run,tools,plan,download,weights,warmup,ui,serve,mcp,knowledge}`` (also the
+"""Command line: ``python -m orchestrator {run,tools,plan,download,weights,warmup,ui,serve,mcp,knowledge,traces,finetune}`` (also the
 ``visual-orchestrator`` script).
 
 One module per command: plan (placement and VRAM, loading nothing), tools (the tools a --load spec exposes),
 run (chat, one turn per message), weights (download / weights: fetch the cards' checkpoints, or check they are
 on disk), warmup (load and call every tool ahead of serving, filling the torch.compile cache on CUDA), ui (the
 Gradio app), serve (the OpenAI-compatible API), mcp (the tools as an MCP server, stdio or Streamable HTTP),
-knowledge (the knowledge bases: add, list, search, remove documents); common holds the flags they share.
+knowledge (the knowledge bases: add, list, search, remove documents), traces (tool-using turns as training data),
+finetune (an adapter for an hf: brain, peft + TRL); common holds the flags they share.
 
 Exit codes: 0 success, 2 bad arguments or a spec that cannot be placed, 1 anything else.
 """
@@ -20,12 +21,14 @@ from collections.abc import Sequence
 
 from ..errors import OrchestratorError, SpecError
 from .common import orchestrator_from_args
+from .finetune import add_finetune_parser
 from .knowledge import add_knowledge_parser
 from .mcp import add_mcp_parser
 from .plan import add_plan_parser
 from .run import add_run_parser
 from .serve import add_serve_parser
 from .tools import add_tools_parser
+from .traces import add_traces_parser
 from .ui import add_ui_parser
 from .warmup import add_warmup_parser
 from .weights import add_weights_parsers
@@ -48,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(sub)
     add_knowledge_parser(sub)
     add_mcp_parser(sub)
+    add_traces_parser(sub)
+    add_finetune_parser(sub)
     return parser
 
 

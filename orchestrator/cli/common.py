@@ -47,6 +47,8 @@ def add_brain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trust-remote-code", action="store_true", help="let an hf: brain run its repository's code"
     )
+    parser.add_argument("--adapter", metavar="DIR", help="a fine-tuned peft adapter over an hf: brain "
+                        "(the --out folder of `finetune`)")  # fmt: skip
     parser.add_argument("--session-dir", metavar="DIR", help="where sessions keep their images")
     parser.add_argument("--refine", type=int, default=None, metavar="N",
                         help="check every generated image against the request (caption, VQA) and retry up to N "
@@ -79,7 +81,8 @@ def orchestrator_from_args(args: argparse.Namespace, session_root: str | None = 
     from ..engine import Orchestrator
 
     brain = {"brain": args.brain, "brain_options": {"model": args.model, "quant": args.quant,
-                                                    "trust_remote_code": args.trust_remote_code}}  # fmt: skip
+                                                    "trust_remote_code": args.trust_remote_code,
+                                                    "adapter": getattr(args, "adapter", None)}}  # fmt: skip
     settings = settings_from_args(args, session_root)
     if getattr(args, "ray", False):
         from ..cluster import serve_on_ray  # Ray itself is imported only there, and only now
