@@ -1,8 +1,9 @@
 """Knowledge-base speed on this machine's CPU: ``python -m benchmarks.knowledge [--sizes 10000,100000]``.
 
 Prints one table: the real small embedder's indexing throughput (all-MiniLM-L6-v2, from its PyPI package),
-then for each size a base of synthetic chunks (random words, random unit vectors: the store's work does not
-depend on what the vectors mean) with its write time, its size on disk against the raw float32 embeddings, and
+then for each size a base of synthetic chunks (40 words each, drawn Zipf-distributed from a 20,000-word
+vocabulary as words are in real text, the question's words among the commonest; random unit vectors: the
+store's work does not depend on what the vectors mean) with its write time, its size on disk against the raw float32 embeddings, and
 the latency of one query (the question's embedding, BM25, FAISS, fusion) against a brute-force numpy cosine
 over the same embeddings. ``--save`` writes the table and its JSON under benchmarks/results/.
 """
@@ -20,6 +21,9 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
+VOCABULARY = (
+    20_000  # distinct words, drawn Zipf-distributed as in real text (the question words are common ones)
+)
 WORDS = ("cloud storm ocean satellite temperature river mountain volcano planet engine bridge harbour forest "
          "glacier desert village market castle library garden 长城 熊猫 长江 节气 温度 卫星").split()  # fmt: skip
 
@@ -43,8 +47,9 @@ def synthetic_base(folder: Path, n: int, dim: int, rng: np.random.Generator):
     from orchestrator.knowledge.store import NewChunk
 
     vectors = rng.standard_normal((n, dim), dtype=np.float32)
+    vocabulary = np.array(WORDS + [f"w{i}" for i in range(VOCABULARY - len(WORDS))])
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    texts = [" ".join(rng.choice(WORDS, 40)) for _ in range(n)]
+    texts = [" ".join(vocabulary[rng.zipf(1.3, 40) % len(vocabulary)]) for _ in range(n)]
     chunks = [NewChunk(None, 0, len(t), t, t) for t in texts]
     record = {"path": "/synthetic.txt", "name": "synthetic.txt", "sha256": "-", "bytes": 0, "pages": 1,
               "added": time.time()}  # fmt: skip
