@@ -132,15 +132,18 @@ class TextRenderer:
         return best, best_missing
 
     # -- drawing --------------------------------------------------------------------------------
-    def draw(self, picture: Image.Image, text: str, style: Style, largest: bool = False) -> Rendered:
-        """``text`` written on a copy of ``picture`` (see ``Style``), wrapped and shrunk to fit inside it;
-        ``largest`` without a size: as large as fits, not a tenth of the height."""
+    def draw(self, picture: Image.Image, text: str, style: Style, largest: bool = False,
+             wrapped: bool = True) -> Rendered:  # fmt: skip
+        """``text`` written on a copy of ``picture`` (see ``Style``), wrapped (unless not ``wrapped``) and shrunk
+        to fit inside it; ``largest`` without a size: as large as fits, not a tenth of the height."""
         font, notes = self.font_for(text, style.font)
         width, height = picture.size
         margin = round(MARGIN * min(width, height))
         room = (max(1, width - 2 * margin), max(1, height - 2 * margin))
         asked = style.size or (room[1] if largest else max(MIN_SIZE, height // 10))
-        size, lines, face, stroke, (w, h, left, top) = _fit(font, text, asked, room, style.outline_width)
+        size, lines, face, stroke, (w, h, left, top) = _fit(
+            font, text, asked, room, style.outline_width, wrapped
+        )
         if style.size and size < style.size:
             notes.append(f"The text did not fit at size {style.size}, so it was drawn at size {size} "
                          f"on {len(lines)} line(s).")  # fmt: skip
@@ -159,9 +162,15 @@ class TextRenderer:
         return Rendered(out, mask, font.family, size, lines, (x, y, x + w, y + h), notes)
 
     def glyph_map(self, size: tuple[int, int], text: str, style: Style) -> Rendered:
-        """White letters on black at ``size``, as large as fit (without a size): a ControlNet condition's shapes."""
+        """White letters on black at ``size``, as large as fit (without a size): a ControlNet condition's shapes.
+        A logo stays on one line while its letters are at least an eighth of the height: a line break in a title
+        is what people and OCR misread most."""
         plain = Style(style.size, (255, 255, 255), 0, (0, 0, 0), style.font, style.anchor, style.point)
-        return self.draw(Image.new("RGB", size, (0, 0, 0)), text, plain, largest=True)
+        canvas = Image.new("RGB", size, (0, 0, 0))
+        one_line = self.draw(canvas, text, plain, largest=True, wrapped=False)
+        if one_line.size >= size[1] // 6 or "\n" in text:
+            return one_line
+        return self.draw(canvas, text, plain, largest=True)
 
 
 # -- fonts ----------------------------------------------------------------------------------------
@@ -225,15 +234,15 @@ def _ink(face: Any, char: str) -> tuple[tuple[int, int], bytes]:
 
 
 # -- layout ---------------------------------------------------------------------------------------
-def _fit(font: Font, text: str, size: int, room: tuple[int, int], outline: int):
-    """The largest size up to ``size`` at which the wrapped text fits in ``room``: (size, lines, face, stroke
+def _fit(font: Font, text: str, size: int, room: tuple[int, int], outline: int, wrapped: bool = True):
+    """The largest size up to ``size`` at which the (wrapped) text fits in ``room``: (size, lines, face, stroke
     width, (width, height, left, top) of the block)."""
     asked = size
     size = min(size, 4 * room[1])  # anything larger cannot fit; skip the slow way down
     while True:
         face = font.at(size)
         stroke = min(round(outline * size / asked), size // 4) if outline else 0
-        lines = wrap(text, face, room[0] - 2 * stroke)
+        lines = wrap(text, face, room[0] - 2 * stroke) if wrapped else text.split("\n")
         probe = ImageDraw.Draw(Image.new("L", (1, 1)))
         left, top, right, bottom = probe.multiline_textbbox((0, 0), "\n".join(lines), font=face,
                                                             spacing=size // 5, stroke_width=stroke)  # fmt: skip
