@@ -65,7 +65,6 @@ def api_key_from_args(args: argparse.Namespace) -> str | None:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    import uvicorn
 
     from ..api import create_app, refuse_public_without_key
 
@@ -77,11 +76,16 @@ def serve_command(args: argparse.Namespace) -> int:
     app = create_app(orchestrator, api_options_from_args(args, api_key))
     mcp = "" if args.no_mcp else f", MCP on http://{args.host}:{args.port}/mcp"
     print(f"OpenAI-compatible API on http://{args.host}:{args.port}/v1{mcp}", flush=True)
+    return run_server(app, args.host, args.port)
+
+
+def run_server(app: Any, host: str, port: int) -> int:
+    """Serve ``app`` with uvicorn until stopped; an exit code (1, with one line, when the port cannot be had)."""
+    import uvicorn
+
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+        uvicorn.run(app, host=host, port=port, log_level="info")
     except OSError as exc:
-        print(
-            f"error: cannot serve on {args.host}:{args.port} ({exc}); choose another --port.", file=sys.stderr
-        )
+        print(f"error: cannot serve on {host}:{port} ({exc}); choose another --port.", file=sys.stderr)
         return 1
     return 0

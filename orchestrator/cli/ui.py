@@ -14,7 +14,7 @@ from .common import (
     orchestrator_from_args,
     persona_from_args,
 )
-from .serve import add_api_arguments, api_key_from_args, api_options_from_args
+from .serve import add_api_arguments, api_key_from_args, api_options_from_args, run_server
 
 
 def add_ui_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -89,7 +89,6 @@ def _serve_with_api(
     args: argparse.Namespace, orchestrator: Any, demo: Any, auth: list[tuple[str, str]]
 ) -> int:
     """The chat app and the API in one process, on one port."""
-    import uvicorn
 
     from ..api import create_app, refuse_public_without_key
     from ..ui import mount
@@ -104,11 +103,4 @@ def _serve_with_api(
         f"chat app on http://{args.host}:{args.port}/ and the API on http://{args.host}:{args.port}/v1",
         flush=True,
     )
-    try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
-    except OSError as exc:
-        print(
-            f"error: cannot serve on {args.host}:{args.port} ({exc}); choose another --port.", file=sys.stderr
-        )
-        return 1
-    return 0
+    return run_server(app, args.host, args.port)
