@@ -63,6 +63,7 @@ def server():
 def llm(server):
     server.script.clear()
     server.requests.clear()
+    server.disconnects = 0  # a broken-stream test before may have counted one as its client hung up
     return server
 
 
