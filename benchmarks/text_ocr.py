@@ -26,6 +26,7 @@ ENGLISH = [
     "Stay curious", "Sale 50% off", "Made in 2026", "Coffee & Cake", "Summer Festival", "Grand Opening Today",
     "Data beats opinions", "Happy Birthday, Anna!", "Keep calm and carry on", "Fresh bread every morning",
     "The quick brown fox jumps over the lazy dog",
+    "Lab Open Day", "Night Market", "Open 24 hours", "Welcome to 2027", "Visual Orchestrator", "Tea for two",
 ]  # fmt: skip
 CHINESE = [
     "谢谢", "出口", "你好", "早上好", "图书馆", "你好世界", "生日快乐", "欢迎光临", "禁止停车", "人工智能", "开业大吉",

@@ -168,7 +168,7 @@ class TextRenderer:
         plain = Style(style.size, (255, 255, 255), 0, (0, 0, 0), style.font, style.anchor, style.point)
         canvas = Image.new("RGB", size, (0, 0, 0))
         one_line = self.draw(canvas, text, plain, largest=True, wrapped=False)
-        if one_line.size >= size[1] // 6 or "\n" in text:
+        if one_line.size >= size[1] // 12 or "\n" in text:
             return one_line
         return self.draw(canvas, text, plain, largest=True)
 
