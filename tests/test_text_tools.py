@@ -53,14 +53,15 @@ def test_add_text_is_read_back_by_ocr(session, script):
 
 
 @needs_ocr
-def test_text_art_letters_stay_legible_over_noise(session):
-    """Tiny weights make noise; the composite keeps the letters readable all the same."""
-    pairs = list(text_ocr.strings(text_ocr.ENGLISH[::4], text_ocr.CHINESE[::4]))
-    readings = [text_ocr.read_text_art(session, s, t, i) for i, (s, t) in enumerate(pairs)]
-    for script in ("en", "zh"):
-        rows = [r for r in readings if r.script == script]
-        assert sum(r.accuracy for r in rows) / len(rows) >= 0.7, text_ocr.table(readings)
-        assert any(r.exact for r in rows), text_ocr.table(readings)
+@pytest.mark.parametrize("script", ["en", "zh"])
+def test_text_art_letters_stay_legible_over_noise(session, script):
+    """26 English and 26 Chinese logos, 45-354 px: tiny weights make noise around the letters; at least 20 of each
+    script are read back exactly all the same."""
+    readings = [
+        text_ocr.read_text_art(session, s, t, i) for i, (s, t) in enumerate(text_ocr.strings()) if s == script
+    ]
+    assert len([r for r in readings if r.exact]) >= 20, text_ocr.table(readings)
+    assert sum(r.accuracy for r in readings) / len(readings) >= 0.95, text_ocr.table(readings)
 
 
 def test_text_art_conditions_the_canny_controlnet_on_the_glyph_edges(session, monkeypatch):
