@@ -147,6 +147,11 @@ class _Pipeline:
         self.fast = fastpath.fast_for(options or {})  # CUDA-graph replay of the denoiser and decoder
         self.compile = fastpath.compile_for(options or {})  # ... of their forward compiled in the background
 
+    @property
+    def compile_state(self) -> str:
+        """'compiled', 'compiling' or 'eager' (the models panel and ``warmup`` show it)."""
+        return self.fastpath.compile_state(self.pipe, self.fast, self.compile)
+
     def to(self, device: str) -> None:
         self.fastpath.release(self.pipe)  # captured graphs hold the old device addresses
         for module in self.own.values():

@@ -84,7 +84,7 @@ class Orchestrator:
         cuda_budget = any(device.startswith("cuda") for device in budgets)
         self.fastpath = FastPath(
             enabled=settings.fast, compile=settings.compile, helper=settings.compile_helper,
-            cache_dir=settings.inductor_dir,
+            cache_dir=settings.inductor_dir, compiled_dir=settings.compiled_dir, compiled_file=settings.compiled_file,
             helper_budget=self.manager if cuda_budget else None,  # the helper's copy of a module counts in it
         )  # fmt: skip
         self.manager.fastpath = self.fastpath

@@ -70,6 +70,7 @@ class ModelStatus:
     budget_mb: int | None
     loads: int
     fast_fallback: str | None = None  # why its fast path fell back to the plain call, if it did
+    compile_state: str | None = None  # "compiled", "compiling", "eager"; None: not loaded or compiles nothing
 
 
 @dataclass
@@ -165,6 +166,7 @@ class ModelManager:
             entry = self._entries[name]
             mb = entry.mb + sum(self._entries[self._key_on(k, entry.device)].mb for k in entry.shared)
             fallback = getattr(entry.obj, "fast_fallback", None) if entry.obj is not None else None
+            compiled = getattr(entry.obj, "compile_state", None) if entry.obj is not None else None
             out.append(
                 ModelStatus(
                     name,
@@ -174,6 +176,7 @@ class ModelManager:
                     self.plan.budget_of(entry.device),
                     entry.loads,
                     fallback if isinstance(fallback, str) else None,
+                    compiled if isinstance(compiled, str) else None,
                 )  # fmt: skip
             )
         return out

@@ -12,6 +12,7 @@ argument, then the environment, then the default.
 | ``fast`` | ``VISUAL_ORCHESTRATOR_FAST=0`` | ``--no-fast`` |
 | ``compile`` | ``VISUAL_ORCHESTRATOR_COMPILE=0`` | ``--no-compile`` |
 | ``compile_helper`` | ``VISUAL_ORCHESTRATOR_COMPILE_HELPER=0`` | ``--no-compile-helper`` |
+| ``compiled_file`` | ``VISUAL_ORCHESTRATOR_COMPILED`` (default: ``cache_dir/compiled/<GPU>-torch<version>.bin``) | ``--compiled FILE`` |
 | ``openai_api_key``, ``openai_base_url``, ``openai_model`` | ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_MODEL`` | ``--model`` |
 | ``discover_local_llm`` | ``VISUAL_ORCHESTRATOR_DISCOVER=0`` | |
 | ``refine_rounds`` | ``VISUAL_ORCHESTRATOR_REFINE`` | ``--refine N`` |
@@ -38,6 +39,7 @@ WeightsMode = Literal["hub", "tiny"]
 
 CACHE_ENV = "VISUAL_ORCHESTRATOR_CACHE"
 KNOWLEDGE_ENV = "VISUAL_ORCHESTRATOR_KNOWLEDGE"
+COMPILED_ENV = "VISUAL_ORCHESTRATOR_COMPILED"
 SWITCHES = {  # field -> the variable that turns it off with 0/false/no/off
     "fast": "VISUAL_ORCHESTRATOR_FAST",
     "compile": "VISUAL_ORCHESTRATOR_COMPILE",
@@ -76,6 +78,9 @@ class Settings:
     compile: bool = True  # the background torch.compile of their blocks (--no-compile)
     compile_helper: bool = True  # compile each job first in a helper process (--no-compile-helper)
     int8_weights: bool = False  # UNets and ControlNets stored int8 (--int8-weights)
+    # the compiled-code file loaded before the first compile and written by warmup (--compiled FILE); None: the
+    # one for this GPU model and torch under cache_dir/compiled
+    compiled_file: Path | None = None
     openai_api_key: str | None = None
     openai_base_url: str | None = None
     openai_model: str | None = None
@@ -103,6 +108,7 @@ class Settings:
             "knowledge_root",
             "inductor_cache_dir",
             "persona_dir",
+            "compiled_file",
         ):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
@@ -133,6 +139,7 @@ class Settings:
         chosen = env.get("TORCHINDUCTOR_CACHE_DIR")
         values["inductor_cache_dir"] = chosen if chosen and not _is_torch_default(chosen) else None
         values["api_key"] = env.get("VISUAL_ORCHESTRATOR_API_KEY") or None
+        values["compiled_file"] = env.get(COMPILED_ENV) or None
         refine = env.get("VISUAL_ORCHESTRATOR_REFINE", "0").strip()
         values["refine_rounds"] = int(refine) if refine.isdigit() else 0
         config_home = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config").expanduser()
@@ -164,6 +171,11 @@ class Settings:
         """Inductor's on-disk cache of compiled code: the user's choice, else under the project's cache, so
         compiled code survives a reboot with the weights (a restart reuses it)."""
         return self.inductor_cache_dir or self.cache_dir / "inductor"
+
+    @property
+    def compiled_dir(self) -> Path:
+        """Where warmup writes compiled code when no ``compiled_file`` is named: one file per GPU model and torch."""
+        return self.cache_dir / "compiled"
 
     @property
     def openai_configured(self) -> bool:

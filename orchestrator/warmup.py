@@ -4,8 +4,10 @@ A tool's first call loads its models and runs eager; on CUDA the second captures
 background ``torch.compile`` of the diffusion blocks (foundation_models/fastpath/). ``warm_up`` makes those
 calls on a drawn picture (and its edge map, for the ControlNets, which refuse a colour picture, and as the
 inpainting mask), waits for the compiler and calls each tool again, round after round while those calls queue
-more compiles, then times one more call of each tool: the speed a served request gets. Compiled code lands under ``$VISUAL_ORCHESTRATOR_CACHE/inductor``, so a
-server started later on the same cache is ready in 10-25 s instead of about a minute.
+more compiles, then times one more call of each tool: the speed a served request gets. Compiled code lands under
+``$VISUAL_ORCHESTRATOR_CACHE/inductor``, and all of it that this process compiled or loaded is written to one file
+as it ends (``$VISUAL_ORCHESTRATOR_CACHE/compiled/<GPU>-torch<version>.bin``, or ``--compiled FILE``), which a
+server started later loads before its first compile, on this machine or on another with the same GPU and torch.
 
     report = warm_up(Orchestrator("Text2Image_cuda:0", brain="rules"), timeout=900)
     print([(row.tool, row.first_seconds, row.ready_seconds, row.error) for row in report.rows])
@@ -60,6 +62,7 @@ class Row:
     ready_seconds: float | None = None
     error: str | None = None
     fast_fallback: str | None = None  # its fast path fell back to the plain call, and why
+    compile_state: str | None = None  # "compiled", "compiling" or "eager" where its family compiles
 
     def as_dict(self) -> dict[str, Any]:
         def rounded(seconds: float | None) -> float | None:
@@ -67,7 +70,7 @@ class Row:
 
         return {"tool": self.tool, "card": self.card, "device": self.device,
                 "first_seconds": rounded(self.first_seconds), "ready_seconds": rounded(self.ready_seconds),
-                "error": self.error, "fast_fallback": self.fast_fallback}  # fmt: skip
+                "error": self.error, "fast_fallback": self.fast_fallback, "compile_state": self.compile_state}  # fmt: skip
 
 
 @dataclass
@@ -79,6 +82,9 @@ class WarmupReport:
     timeout: float = 0.0
     inductor_cache: str = ""
     note: str = ""
+    compiled_loaded: str = ""  # what loading the compiled-code file did, in one sentence ("" when not asked)
+    compiled_saved: str = ""  # what saving it did
+    compiled_file: str = ""  # the file written ("" when none was)
 
     @property
     def exit_code(self) -> int:
@@ -88,7 +94,8 @@ class WarmupReport:
     def as_dict(self) -> dict[str, Any]:
         return {"tools": [row.as_dict() for row in self.rows], "seconds": round(self.seconds, 3),
                 "compile_ahead": self.compile_ahead, "timed_out": self.timed_out, "inductor_cache": self.inductor_cache,
-                "note": self.note}  # fmt: skip
+                "note": self.note, "compiled_loaded": self.compiled_loaded, "compiled_saved": self.compiled_saved,
+                "compiled_file": self.compiled_file}  # fmt: skip
 
 
 def warm_up(
@@ -114,6 +121,8 @@ def warm_up(
     out.compile_ahead = on_cuda and fast
     out.note = _note(on_cuda, fast)
     out.inductor_cache = _inductor_cache(orchestrator, prepare=out.compile_ahead)
+    if out.compile_ahead:
+        out.compiled_loaded = _load_compiled(orchestrator, out.rows, say)
     with tempfile.TemporaryDirectory(prefix="visual-orchestrator-warmup-") as folder:
         session = orchestrator.new_session(folder)
         drawing = synthetic_picture()
@@ -134,9 +143,16 @@ def warm_up(
                             "far is cached: run warmup again or give it a longer --timeout.")  # fmt: skip
             else:  # every graph is of the compiled forward now: this call is what a served request gets
                 _call_all(session, selected, samples, out.rows, calls=1, first=False, say=say)
-    fallbacks = {s.card: s.fast_fallback for s in orchestrator.manager.status() if s.fast_fallback}
+    statuses = {s.card: s for s in orchestrator.manager.status()}
     for row in out.rows:
-        row.fast_fallback = fallbacks.get(row.card)
+        status = statuses.get(row.card)
+        row.fast_fallback = status.fast_fallback if status else None
+        row.compile_state = status.compile_state if status else None
+    if out.compile_ahead:  # what was compiled so far, timed out or not: the next start loads it
+        saved = orchestrator.fastpath.save_compiled(_first_cuda(out.rows))
+        if saved is not None:
+            out.compiled_saved, out.compiled_file = saved.message, saved.path if saved.done else ""
+            say(saved.message)
     out.seconds = time.perf_counter() - started
     return out
 
@@ -262,6 +278,20 @@ def _inductor_cache(orchestrator: Orchestrator, prepare: bool) -> str:
     if prepare:
         orchestrator.fastpath.use_inductor_cache()
     return str(orchestrator.fastpath.cache_dir)
+
+
+def _first_cuda(rows: list[Row]) -> str | None:
+    """The first CUDA device the tools run on: the GPU model the compiled-code file is for."""
+    return next((row.device for row in rows if row.device.startswith("cuda")), None)
+
+
+def _load_compiled(orchestrator: Orchestrator, rows: list[Row], say: Callable[[str], None]) -> str:
+    """Load the compiled-code file before anything compiles, as a server would; what it did, in one sentence."""
+    loaded = orchestrator.fastpath.load_compiled(_first_cuda(rows))
+    if loaded is None or not loaded.message:
+        return ""
+    say(loaded.message)
+    return loaded.message
 
 
 def _call_all(session: Session, tools: list[Tool], samples: dict[str, dict[str, Any]], rows: list[Row],

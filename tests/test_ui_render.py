@@ -119,7 +119,7 @@ def test_strings_exist_in_both_languages():
 
 def fake_orchestrator(weights: str = "tiny", brain: str = "rules") -> SimpleNamespace:
     statuses = [
-        ModelStatus("Text2Image", "cuda:0", "resident", 2133, 8192, 1),
+        ModelStatus("Text2Image", "cuda:0", "resident", 2133, 8192, 1, compile_state="compiling"),
         ModelStatus("ImageCaptioning", "cuda:0", "offloaded", 494, 8192, 1),
         ModelStatus("Image2Canny", "cpu", "not loaded", 0, None, 0),
     ]
@@ -146,6 +146,13 @@ def test_models_panel_shows_device_state_and_vram_against_budget():
     plain = models_html(fake_orchestrator("hub", "openai"), Strings("zh"))
     assert "Tiny" not in plain and "规则" not in plain and "已驻留" in plain
     assert "权重" not in plain  # Image2Canny, the only card not loaded, reads no weights
+
+
+def test_models_panel_says_which_models_are_compiled_compiling_or_eager():
+    html = models_html(fake_orchestrator(), Strings("en"))
+    assert 'data-compile="compiling"' in html and "compiling in the background" in html
+    assert html.count("data-compile=") == 1, "a card whose family compiles nothing says nothing about it"
+    assert "正在后台编译" in models_html(fake_orchestrator(), Strings("zh"))
 
 
 def test_concurrency_is_per_device_and_examples_follow_the_loaded_tools():

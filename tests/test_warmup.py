@@ -107,8 +107,8 @@ def test_a_failing_tool_exits_1_with_its_error_and_the_others_are_still_warmed(c
         line.split()[0]: line for line in captured.out.splitlines() if line.startswith(("text2", "image2"))
     }
     assert "Checkpoint stable-diffusion-v1-5/stable-diffusion-v1-5 is n" in table["text2image"]
-    first, ready, error = table["image2canny"].split()[3:]
-    assert float(first) >= 0 and float(ready) >= 0 and error == "-"
+    first, ready, compiled, error = table["image2canny"].split()[3:]
+    assert float(first) >= 0 and float(ready) >= 0 and compiled == error == "-"
     assert "1 of 2 tools failed" in captured.out
     assert (
         "error: text2image: Checkpoint stable-diffusion-v1-5/stable-diffusion-v1-5 is not in" in captured.err
@@ -194,6 +194,29 @@ def test_on_cuda_it_waits_for_the_compiler_then_times_a_compiled_call(tmp_path):
     [row] = report.rows
     assert (row.device, row.error) == ("cuda:0", None) and row.first_seconds > 0 and row.ready_seconds > 0
     assert calls[0]["prompt"] and calls[0]["image"].startswith("image/")
+    assert report.compiled_saved and report.as_dict()["tools"][0]["compile_state"] is None  # a fake model
+
+
+def test_warmup_loads_the_compiled_code_first_and_saves_it_as_it_ends(tmp_path, monkeypatch, capsys):
+    from foundation_models.fastpath.artifacts import Outcome
+
+    compiler = FakeCompiler(finishes=True)
+    orch, calls = fake_orchestrator("cuda:0", tmp_path, compiler, compiled_file=tmp_path / "given.bin")
+    assert orch.fastpath.artifacts.path() == tmp_path / "given.bin"
+    done = []
+    monkeypatch.setattr(orch.fastpath, "load_compiled", lambda device: done.append(("load", device, len(calls))) or
+                        Outcome("given.bin", True, "Loaded 3 compiled-code entries from given.bin.", 3))  # fmt: skip
+    monkeypatch.setattr(orch.fastpath, "save_compiled", lambda device: done.append(("save", device, len(calls))) or
+                        Outcome("given.bin", True, "Saved 5 compiled-code entries to given.bin.", 5))  # fmt: skip
+    monkeypatch.setattr(cli_warmup, "orchestrator_from_args", lambda args: orch)
+    orch.fastpath.compiler = compiler
+    assert cli.main(["warmup", "--load", "Painter_cuda:0", "--compiled", str(tmp_path / "given.bin")]) == 0
+    assert done == [("load", "cuda:0", 0), ("save", "cuda:0", 4)], (
+        "loaded before the first call, saved after the last"
+    )
+    out = capsys.readouterr().out
+    assert "Loaded 3 compiled-code entries" in out and "Saved 5 compiled-code entries to given.bin." in out
+    assert " compile " in out.splitlines()[0] + " "
 
 
 def test_calls_that_queue_more_compiles_are_waited_for_again(tmp_path):

@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from .artifacts import CompiledArtifacts
 from .budget import HelperMemoryBudget, HelperReservations
 from .graphs import GraphedForward
 from .helper import CompileHelper
@@ -40,17 +41,19 @@ class BackgroundCompiler:
 
     ``compile_fn`` turns a function into its compiled version (default: inductor, caching in ``cache_dir``);
     ``helper`` compiles CUDA jobs ahead in another process (None: all in here); ``budget`` keeps the helper's
-    memory inside a VRAM budget (None: no budget).
+    memory inside a VRAM budget (None: no budget); ``artifacts`` is the compiled-code file loaded before the first
+    job (artifacts.py; None: none).
     """
 
     def __init__(self, compile_fn: Callable[..., Callable[..., Any]] | None = None,
                  regions: tuple[str, ...] | None = None, dynamic: bool = DYNAMIC_REGIONS, *,
                  helper: CompileHelper | None = None, budget: HelperMemoryBudget | None = None,
-                 cache_dir: Path | None = None):  # fmt: skip
+                 cache_dir: Path | None = None, artifacts: CompiledArtifacts | None = None):  # fmt: skip
         compile_fn = compile_fn or partial(inductor_compile, cache_dir=cache_dir)
         self.regions = RegionCompiler(compile_fn, REGIONS if regions is None else regions, dynamic)
         self.lock = BACKGROUND_GPU_WORK  # held whenever the worker touches the GPU (torch_state.py)
         self.helper = helper
+        self.artifacts = artifacts
         self.reservations = HelperReservations(budget, self._stop_helper_for_memory)
         self._jobs: queue.Queue = queue.Queue()
         self._pending = 0
@@ -111,6 +114,18 @@ class BackgroundCompiler:
             self.helper.close()
         self.reservations.release_all()
 
+    def _load_artifacts(self, example: list[Any]) -> None:
+        """The compiled-code file into inductor's caches before the first job compiles (once per process)."""
+        if self.artifacts is None or self.artifacts.loaded is not None:
+            return
+        import torch
+
+        device = next((x.device for x in example if isinstance(x, torch.Tensor) and x.is_cuda), None)
+        try:
+            self.artifacts.load(device)
+        except Exception:  # a bug in loading costs the head start only
+            log.warning("loading the compiled-code file failed; compiling as usual", exc_info=True)
+
     def _stop_helper_for_memory(self) -> None:
         if self.helper is not None:
             self.helper.stop_to_free_memory()
@@ -121,6 +136,7 @@ class BackgroundCompiler:
             if job is _STOP:
                 return
             try:
+                self._load_artifacts(job[2])
                 try:
                     must_wait = self._compile_in_helper(*job)  # not holding the lock: graphs are captured
                 except Exception as exc:  # the compile here goes on without the helper's head start

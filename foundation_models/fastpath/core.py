@@ -1,4 +1,5 @@
-"""``FastPath``: the fast path one Orchestrator owns (its compiler, compile helper, and budget keeper)."""
+"""``FastPath``: the fast path one Orchestrator owns (its compiler, compile helper, budget keeper and
+compiled-code file)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .artifacts import CompiledArtifacts, Outcome
 from .budget import HelperMemoryBudget
 from .compiler import BackgroundCompiler
 from .helper import CompileHelper
 from .inductor import use_inductor_cache
-from .pipelines import fast_pipeline, release_pipeline
+from .pipelines import compile_state, fast_pipeline, release_pipeline
 from .torch_state import building_models
 
 
@@ -21,19 +23,23 @@ class FastPath:
     ``enabled``: graphs at all (off: every call eager); ``compile``: the background compiler (off: graphs of the
     eager forward only); ``helper``: compile each CUDA job first in a helper process; ``cache_dir``: inductor's
     on-disk cache (None: torch's own choice); ``helper_budget``: who keeps the helper's GPU memory inside a VRAM
-    budget (the model manager, under a CUDA budget; None: no budget); ``compile_fn``: a stand-in for inductor
-    (tests), which also leaves the helper out. A card's ``fast``/``compile`` option overrides the first two.
+    budget (the model manager, under a CUDA budget; None: no budget); ``compiled_file``: the compiled-code file
+    loaded before the first compile and written by ``save_compiled`` (artifacts.py), else ``compiled_dir``/<GPU
+    model and torch>.bin (None for both: no file); ``compile_fn``: a stand-in for inductor (tests), which also
+    leaves the helper out. A card's ``fast``/``compile`` option overrides the first two.
     """
 
     def __init__(self, *, enabled: bool = True, compile: bool = True, helper: bool = True,
                  cache_dir: Path | None = None, helper_budget: HelperMemoryBudget | None = None,
+                 compiled_dir: Path | None = None, compiled_file: Path | None = None,
                  compile_fn: Callable[..., Callable[..., Any]] | None = None):  # fmt: skip
         self.enabled = enabled
         self.compile = compile
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        compile_helper = CompileHelper(self.cache_dir) if helper and compile_fn is None else None
-        self.compiler = BackgroundCompiler(compile_fn, helper=compile_helper, budget=helper_budget,
-                                           cache_dir=self.cache_dir)  # fmt: skip
+        self.artifacts = CompiledArtifacts(compiled_dir, compiled_file, self.cache_dir)
+        self.helper = CompileHelper(self.cache_dir) if helper and compile_fn is None else None
+        self.compiler = BackgroundCompiler(compile_fn, helper=self.helper, budget=helper_budget,
+                                           cache_dir=self.cache_dir, artifacts=self.artifacts)  # fmt: skip
 
     @property
     def helper_budget(self) -> HelperMemoryBudget | None:
@@ -52,6 +58,21 @@ class FastPath:
         """Within the block, the diffusers pipeline runs on the fast path (pipelines.py)."""
         with fast_pipeline(pipe, enabled=fast, compiler=self.compiler if compile else None):
             yield
+
+    def compile_state(self, pipe: Any, fast: bool = True, compile: bool = True) -> str:
+        """'compiled', 'compiling' or 'eager': how far the pipeline's compiled modules are (pipelines.py)."""
+        return compile_state(pipe) if fast and compile else "eager"
+
+    def load_compiled(self, device: Any = None) -> Outcome | None:
+        """Load the compiled-code file now (the compiler does it before its first job otherwise); None without
+        a file to look for, or with the compiler off."""
+        return self.artifacts.load(device) if self.compile else None
+
+    def save_compiled(self, device: Any = None) -> Outcome | None:
+        """Write what this process compiled or loaded to the compiled-code file (``warmup`` does, as it ends)."""
+        if not self.compile:
+            return None
+        return self.artifacts.save(self.helper.jobs_done if self.helper is not None else (), device)
 
     @staticmethod
     def release(pipe: Any) -> None:

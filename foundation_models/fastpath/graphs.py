@@ -82,6 +82,11 @@ def release(modules: Iterable[Any]) -> None:
             runner.clear()
 
 
+def runner(module: Any) -> GraphedForward | None:
+    """The module's graph cache if it has one (it ran on the fast path), else None."""
+    return getattr(module, "__dict__", {}).get(_RUNNER)
+
+
 def runner_for(module: Any, backend: Any = None) -> GraphedForward:
     """The module's graph cache, made on first use and kept on the module (so it dies with it)."""
     runner = module.__dict__.get(_RUNNER)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .artifacts import HELPER_MARKERS
 from .inductor import active_cache_dir, inductor_compile, use_inductor_cache
 from .regions import RegionCompiler
 
@@ -82,9 +83,12 @@ def recipe_for(module: Any) -> Recipe | None:
     config = getattr(root, "config", None)
     if config is None or not hasattr(type(root), "from_config"):
         return None
-    params = list(module.parameters())
+    named = list(module.named_parameters())
+    params = [p for _, p in named]
     if not params or any(not p.is_floating_point() or p.dtype != params[0].dtype for p in params):
         return None  # int8 weights and the like: not built from a config
+    if any(type(p) is not torch.nn.Parameter for p in params) or any(".lora_" in name for name, _ in named):
+        return None  # fp8 tensor subclasses, LoRA layers: the config alone builds something else
     kernel = next((p for p in params if p.dim() == 4 and p.shape[2] * p.shape[3] > 1), None)
     channels_last = (
         kernel is not None
@@ -138,6 +142,9 @@ class CompileHelper:
         self.broken = False  # after a crash or a timeout: the serving process compiles by itself from then on
         self._stopping_for_memory = False  # the helper is being stopped on purpose (a call wants its memory)
         self._told: set[str] = set()
+        self.jobs_done: set[str] = (
+            set()
+        )  # markers of the jobs in the caches (a compiled-code file lists them)
 
     def prepare(self, module: Any, leaves: list[Any], spec: Any, inference: bool, regions: tuple[str, ...],
                 dynamic: bool, reserve_memory: Callable[[], bool] | None = None) -> bool:  # fmt: skip
@@ -160,6 +167,7 @@ class CompileHelper:
             return False
         done = self._marker(payload, leaves)
         if done.exists():  # compiled before, into this cache: the compile here finds it without the helper
+            self.jobs_done.add(done.name)
             return True
         with self._lock:
             if reserve_memory is not None and not reserve_memory():
@@ -176,6 +184,7 @@ class CompileHelper:
                  time.perf_counter() - started, answer.get("peak_mb", "?"))  # fmt: skip
         done.parent.mkdir(parents=True, exist_ok=True)
         done.touch()
+        self.jobs_done.add(done.name)
         return True
 
     def close(self) -> None:
@@ -246,7 +255,7 @@ class CompileHelper:
         device = next((x.device for x in leaves if isinstance(x, torch.Tensor)), None)
         gpu = torch.cuda.get_device_name(device) if device is not None and device.type == "cuda" else "cpu"
         digest = hashlib.sha256(payload + f"|{torch.__version__}|{gpu}".encode()).hexdigest()[:32]
-        return active_cache_dir(self.cache_dir) / "compile-helper" / digest
+        return active_cache_dir(self.cache_dir) / HELPER_MARKERS / digest
 
 
 def _read(stream: Any, size: int) -> bytes:

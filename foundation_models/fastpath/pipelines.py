@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from .graphs import graphed, release
+from .graphs import graphed, release, runner
 from .helper import set_owner
 from .scheduler import scheduler_on_device
 
@@ -43,6 +43,16 @@ def fast_pipeline(
 def release_pipeline(pipe: Any) -> None:
     """Drop the graphs of the pipeline's modules (before they move: graphs hold their device addresses)."""
     release(fast_modules(pipe))
+
+
+def compile_state(pipe: Any) -> str:
+    """'compiling' while a compile of the pipeline's UNet, ControlNet or VAE decoder is queued or running,
+    'compiled' once one has finished (the next call replays its graph), else 'eager'."""
+    runners = [r for r in map(runner, denoisers(pipe) + decoders(pipe)) if r is not None]
+    for r in runners:  # list() copies in one step: the compiler's thread adds to these sets meanwhile
+        if not r.compile_failed and any(key not in r.compiled_keys for key in list(r.submitted)):
+            return "compiling"
+    return "compiled" if any(r.compiled_keys for r in runners) else "eager"
 
 
 def denoisers(pipe: Any) -> list[Any]:

@@ -31,6 +31,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, load_required: bool = 
                         help="CUDA graphs of the eager forward only: no torch.compile in the background")  # fmt: skip
     parser.add_argument("--no-compile-helper", dest="compile_helper", action="store_false",
                         help="compile in the serving process, not first in a helper process")  # fmt: skip
+    parser.add_argument("--compiled", metavar="FILE", type=Path,
+                        help="compiled code to load before the first compile (warmup writes it; default: one file "
+                             "per GPU model and torch version under $VISUAL_ORCHESTRATOR_CACHE/compiled)")  # fmt: skip
     parser.add_argument("--int8-weights", action="store_true",
                         help="store UNet and ControlNet weights as int8 (per-channel scales, fp16 compute): "
                              "about half their VRAM; images differ slightly")  # fmt: skip
@@ -101,6 +104,7 @@ def settings_from_args(args: argparse.Namespace, session_root: str | Path | None
     }
     return Settings.from_env(weights=args.weights, model_dir=args.model_dir, session_root=session_root,
                              int8_weights=getattr(args, "int8_weights", False) or None,
+                             compiled_file=getattr(args, "compiled", None),
                              refine_rounds=getattr(args, "refine", None), **switched_off)  # fmt: skip
 
 

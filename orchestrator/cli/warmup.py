@@ -5,10 +5,13 @@
 Each tool is called twice on a drawn 512x512 picture or its edge map (load + eager, then CUDA graphs and a
 queued background torch.compile); when a card is on CUDA, warmup waits for the compiler and calls each tool
 again, round after round while those calls queue more compiles (up to --timeout in all), then shows one more
-call's seconds per tool: what a served request gets. The compiled code stays in inductor's cache under
-$VISUAL_ORCHESTRATOR_CACHE/inductor, so run it with the server's cache and flags on the GPU model that will
-serve (after install, or a Docker build step with GPU access). Off CUDA nothing compiles; the calls still
-check that every checkpoint loads and runs.
+call's seconds per tool: what a served request gets, and whether it is compiled. The compiled code stays in
+inductor's cache under $VISUAL_ORCHESTRATOR_CACHE/inductor, and as warmup ends all of it is written to one file,
+$VISUAL_ORCHESTRATOR_CACHE/compiled/<GPU>-torch<version>.bin (or --compiled FILE), which a server loads before
+its first compile: copy that file to another machine with the same GPU model and torch and start the server
+there with --compiled FILE. Run warmup with the server's flags on the GPU model that will serve (after install,
+or a Docker build step with GPU access). Off CUDA nothing compiles; the calls still check that every checkpoint
+loads and runs.
 
 With --no-fast or --no-compile there is nothing to compile ahead: each tool is loaded and called once.
 Exit code 0 every tool ran, 1 a tool failed (the others are still warmed) or the compile outlasted --timeout,
@@ -76,19 +79,20 @@ def warmup_command(args: argparse.Namespace) -> int:
 
 
 def format_report(report: WarmupReport) -> str:
-    rows = [("tool", "card", "device", "first call s", "ready call s", "error")]
+    rows = [("tool", "card", "device", "first call s", "ready call s", "compile", "error")]
     for row in report.rows:
         error = row.error or "-"
         if len(error) > ERROR_WIDTH:
             error = error[: ERROR_WIDTH - 1] + "…"
         rows.append((row.tool, row.card, row.device, _seconds(row.first_seconds), _seconds(row.ready_seconds),
-                     error))  # fmt: skip
+                     row.compile_state or "-", error))  # fmt: skip
     lines = table(rows)
     lines.append("")
     lines += [
         f"fast path fell back for {row.tool}: {row.fast_fallback}" for row in report.rows if row.fast_fallback
     ]
     lines.append(report.note)
+    lines += [line for line in (report.compiled_loaded, report.compiled_saved) if line]
     failed = sum(1 for row in report.rows if row.error)
     outcome = f"{failed} of {len(report.rows)} tools failed" if failed else f"{len(report.rows)} tools ran"
     lines.append(f"{outcome} in {report.seconds:.1f} s. Inductor cache: {report.inductor_cache}")

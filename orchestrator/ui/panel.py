@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 STATE_KEYS = {"not loaded": "state_not_loaded", "loading": "state_loading", "resident": "state_resident",
               "offloaded": "state_offloaded"}  # fmt: skip
+COMPILE_KEYS = {"compiled": "compile_compiled", "compiling": "compile_compiling", "eager": "compile_eager"}
 
 CSS = """
 .vo-models { display: flex; flex-direction: column; gap: 8px; font-size: 0.9em; }
@@ -29,6 +30,8 @@ CSS = """
 .vo-state-loading .vo-badge { background: #f59e0b; color: black; }
 .vo-state-offloaded .vo-badge { background: #64748b; color: white; }
 .vo-sub { color: var(--body-text-color-subdued); margin-top: 2px; }
+.vo-compile-compiled { color: #16a34a; }
+.vo-compile-compiling { color: #b45309; }
 .vo-bar { height: 6px; border-radius: 3px; background: var(--neutral-200); margin-top: 5px; overflow: hidden; }
 .vo-bar > span { display: block; height: 100%; background: var(--color-accent); }
 .vo-note { border-left: 3px solid #f59e0b; padding: 4px 8px; background: var(--background-fill-secondary); }
@@ -97,6 +100,7 @@ def _card(status: ModelStatus, strings: Strings, weights: str = "") -> str:
         f'<span class="vo-badge">{escape(state)}</span></div>'
         f'<div class="vo-sub">{escape(status.device)} · {escape(vram)}</div>'
         + (f'<div class="vo-sub vo-weights">{escape(weights)}</div>' if weights else "")
+        + _compile_line(status, strings)
         + (
             f'<div class="vo-sub vo-fallback">⚠ {escape(strings.format("fast_fallback", reason=status.fast_fallback))}</div>'
             if status.fast_fallback
@@ -104,6 +108,15 @@ def _card(status: ModelStatus, strings: Strings, weights: str = "") -> str:
         )
         + f"{bar}</div>"
     )
+
+
+def _compile_line(status: ModelStatus, strings: Strings) -> str:
+    """Compiled, compiling in the background, or eager, for a loaded model whose family compiles."""
+    key = COMPILE_KEYS.get(status.compile_state or "")
+    if key is None:
+        return ""
+    state = escape(status.compile_state or "")
+    return f'<div class="vo-sub vo-compile vo-compile-{state}" data-compile="{state}">{escape(strings[key])}</div>'
 
 
 def _devices(orchestrator: Orchestrator, statuses: Sequence[ModelStatus], strings: Strings) -> str:
