@@ -142,9 +142,8 @@ class CompileHelper:
         self.broken = False  # after a crash or a timeout: the serving process compiles by itself from then on
         self._stopping_for_memory = False  # the helper is being stopped on purpose (a call wants its memory)
         self._told: set[str] = set()
-        self.jobs_done: set[str] = (
-            set()
-        )  # markers of the jobs in the caches (a compiled-code file lists them)
+        # the markers of the jobs whose code is in the caches (a compiled-code file lists them)
+        self.jobs_done: set[str] = set()
 
     def prepare(self, module: Any, leaves: list[Any], spec: Any, inference: bool, regions: tuple[str, ...],
                 dynamic: bool, reserve_memory: Callable[[], bool] | None = None) -> bool:  # fmt: skip
