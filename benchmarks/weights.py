@@ -26,6 +26,7 @@ CONFIGS = Path(__file__).parent / "configs"
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 SD_SHARED = ("vae", "text_encoder", "tokenizer")  # identical files in the base, inpainting and pix2pix repos
 ANNOTATORS = "lllyasviel/Annotators"
+LCM_LORA = "latent-consistency/lcm-lora-sdv1-5"  # its shapes: rank 64 on the layers LCM-LoRA was trained on
 BERT_VOCAB = 30522
 STAMP = ".benchmark-weights"
 
@@ -78,6 +79,8 @@ def build_full(repo: str, target: Path, root: Path, device: str) -> None:
         from foundation_models.tiny.annotators import build_annotators
 
         build_annotators(target)
+    elif repo == LCM_LORA:
+        _build_lora(target, device)
     elif (source / "model_index.json").is_file():
         _build_pipeline(source, target, root, device)
     elif repo.startswith("lllyasviel/sd-controlnet-"):
@@ -117,6 +120,19 @@ def _build_controlnet(source: Path, target: Path, root: Path, device: str) -> No
             _link(weights, target / weights.name)
         return
     _diffusers_model(ControlNetModel, target, device)
+
+
+def _build_lora(target: Path, device: str) -> None:
+    """LCM-LoRA's layout and shapes (rank 64 on the SD1.5 UNet's attention, feed-forward, resnet and sampler
+    layers), random fp16 matrices."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from foundation_models.tiny.lora import random_lora, save_lora
+
+    with torch.device("meta"):  # only the layer shapes are read
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(CONFIGS / SD15 / "unet"))
+    save_lora(random_lora(unet, rank=64, seed_name=LCM_LORA, dtype=torch.float16, device=device), target)
 
 
 def _build_transformers(repo: str, source: Path, target: Path, device: str) -> None:

@@ -77,6 +77,8 @@ class FastFacts:
     those whose repeated blocks (``blocks``, class names, as diffusers' ``_repeated_blocks``) are compiled in the
     background, one compiled function per block class shared by every model; ``decoder``: greedy decoding with
     a static KV cache in graphs (BLIP). ``int8``: its networks may be stored int8 (``--int8-weights``).
+    ``lora``: its UNet carries LoRA layers over the shared float UNet, so it refuses ``--int8-weights`` and
+    ``--fp8``, which change those layers.
     """
 
     graphed: tuple[str, ...] = ()
@@ -84,6 +86,7 @@ class FastFacts:
     blocks: tuple[str, ...] = ()
     decoder: bool = False
     int8: bool = False
+    lora: bool = False
 
 
 @dataclass(frozen=True)

@@ -5,17 +5,18 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from foundation_models.family import Family
 from foundation_models.fastpath import FastPath
 
 from .brain import Brain, BrainConfig, brain_from
 from .brain.footprint import keep_free_for_brain
 from .cards import CardSet, ModelCard, load_cards
 from .devices import Device, devices_for
-from .errors import KnowledgeError
+from .errors import KnowledgeError, SpecError
 from .images import ImageLimits
 from .knowledge import ManagedEmbedder, Shelf
 from .manager import ModelManager
@@ -81,6 +82,7 @@ class Orchestrator:
         self.resolver = WeightResolver(settings.weights, settings.model_dir, settings.cache_dir)
         self.manager = ModelManager(self.cards, self.plan, self.resolver, families=families,
                                     options=self._card_options)  # fmt: skip
+        _check_weight_modes(self.items, settings, self.manager.family_of)
         cuda_budget = any(device.startswith("cuda") for device in budgets)
         self.fastpath = FastPath(
             enabled=settings.fast, compile=settings.compile, helper=settings.compile_helper,
@@ -147,3 +149,12 @@ class Orchestrator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_weight_modes(items: Sequence[LoadItem], settings: Settings, family_of: Callable[[str], Family]) -> None:
+    """A card whose UNet carries a LoRA over the shared one refuses the modes that change the shared UNet's layers."""
+    modes = [flag for flag, on in (("--int8-weights", settings.int8_weights),) if on]
+    lora = [item.name for item in items if modes and family_of(item.name).fast.lora]
+    if lora:
+        raise SpecError(f"{lora[0]} does not work with {modes[0]}: its LoRA needs the shared UNet's float layers. "
+                        f"Start without {modes[0]}, or leave {lora[0]} out of --load.")  # fmt: skip

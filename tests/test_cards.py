@@ -17,7 +17,8 @@ TASKMATRIX_NAMES = """ImageCaptioning Text2Image ImageEditing InstructPix2Pix Im
 LineText2Image Image2Hed HedText2Image Image2Scribble ScribbleText2Image Image2Pose PoseText2Image Image2Seg
 SegText2Image Image2Depth DepthText2Image Image2Normal NormalText2Image VisualQuestionAnswering Text2Box
 Segmenting Inpainting ObjectSegmenting BackgroundRemoving InfinityOutPainting""".split()
-NEW_NAMES = ["TextEmbedding", "TextEmbeddingEnglish", "WebSearch", "WebReader", "TextRendering", "TextArt"]
+NEW_NAMES = ["TextEmbedding", "TextEmbeddingEnglish", "WebSearch", "WebReader", "TextRendering", "TextArt",
+             "Text2ImageDraft"]
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,7 @@ def test_checkpoints_are_the_current_hub_ids():
         "facebook/sam-vit-base",
         "intfloat/multilingual-e5-small",
         "sentence-transformers/all-MiniLM-L6-v2",
+        "latent-consistency/lcm-lora-sdv1-5",
     } | {f"lllyasviel/sd-controlnet-{c}" for c in "canny mlsd hed scribble openpose seg depth normal".split()}
     assert repos == expected
 

@@ -34,6 +34,7 @@ TURNS = [
     "/instruct_pix2pix instruction='make it snowy'",
     "/outpainting width=128 height=128",
     "/text2image prompt='a red car'",
+    "/text2image_draft prompt='a red car'",
     "/add_text text='Hello 你好'",
     "/text_art text='Lab' prompt='gold letters'",
     "/knowledge_search question='what do my notes say?'",

@@ -57,6 +57,7 @@ EXPECTED_FILES = {
     "lllyasviel/Annotators": ["ControlNetHED.pth", "mlsd_large_512_fp32.pth", "body_pose_model.pth"],
     "intfloat/multilingual-e5-small": ["config.json", "model.safetensors", "tokenizer_config.json"],
     "sentence-transformers/all-MiniLM-L6-v2": ["config.json", "model.safetensors", "vocab.txt"],
+    "latent-consistency/lcm-lora-sdv1-5": ["pytorch_lora_weights.safetensors"],
 }
 REPO_ROOT = Path(__file__).parents[1]
 PROMPT = "a photo of a cat sitting on a table"

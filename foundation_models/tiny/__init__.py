@@ -18,6 +18,7 @@ from .blip import BLIP_CAPTIONING, BLIP_VQA, build_blip_captioning, build_blip_v
 from .controlnet import CONTROLNET_REPOS, controlnet_builder
 from .dpt import DPT_HYBRID_MIDAS, build_dpt_hybrid_midas
 from .grounding_dino import GROUNDING_DINO_TINY, build_grounding_dino_tiny
+from .lora import LCM_LORA_SD15, build_lcm_lora_sd15
 from .sam import SAM_VIT_BASE, build_sam_vit_base
 from .stable_diffusion import (
     INSTRUCT_PIX2PIX,
@@ -36,6 +37,7 @@ TINY_BUILDERS: dict[str, Callable[[Path], None]] = {
     SD15_BASE: build_sd15_base,
     SD15_INPAINTING: build_sd15_inpainting,
     INSTRUCT_PIX2PIX: build_instruct_pix2pix,
+    LCM_LORA_SD15: build_lcm_lora_sd15,
     **{repo_id: controlnet_builder(repo_id) for repo_id in CONTROLNET_REPOS},
     BLIP_CAPTIONING: build_blip_captioning,
     BLIP_VQA: build_blip_vqa,
