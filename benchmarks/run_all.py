@@ -28,6 +28,7 @@ from . import (
     sections_budget,
     sections_fast,
     sections_load,
+    sections_modes,
     sections_speed,
     sections_variants,
 )
@@ -46,6 +47,9 @@ SECTIONS: dict[str, Callable[[Run], None]] = {
     "variants": sections_variants.variants,
     "int8": sections_fast.int8,
     "restart": sections_fast.restart,
+    "compiled_file": sections_modes.compiled_file,
+    "draft": sections_modes.draft,
+    "fp8": sections_modes.fp8,
     "budget": sections_budget.budget,
     "overhead": overhead.section,
 }

@@ -10,8 +10,8 @@ from .stable_diffusion import (
     ProgressFn,
     _Pipeline,
     _quiet,
-    int8_if_asked,
     load_scheduler,
+    quantize_if_asked,
     weights_variant,
 )
 
@@ -31,7 +31,7 @@ def load(ctx: Any) -> ControlNetText2Image:
     path = ctx.checkpoint("controlnet")
     variant = weights_variant(path, ctx.dtype)
     controlnet = ControlNetModel.from_pretrained(path, torch_dtype=ctx.dtype, variant=variant)
-    controlnet = int8_if_asked(ctx, controlnet.to(ctx.device).eval())
+    controlnet = quantize_if_asked(ctx, controlnet.to(ctx.device).eval())
     parts = {n: ctx.component("sd15_base", n) for n in ("unet", "vae", "text_encoder", "tokenizer")}
     pipe = StableDiffusionControlNetPipeline(
         **parts,

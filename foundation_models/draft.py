@@ -70,7 +70,9 @@ def lora_twin(unet: Any, folder: Path) -> Any:
         raise ValueError(f"the draft LoRA in {folder} also holds {', '.join(other)} weights; it may hold UNet "
                          "weights only, since the other networks are shared with Text2Image.")  # fmt: skip
     model = twin(unet)
-    StableDiffusionPipeline.load_lora_into_unet(state_dict, alphas, unet=model, adapter_name=ADAPTER, metadata=metadata)
+    StableDiffusionPipeline.load_lora_into_unet(
+        state_dict, alphas, unet=model, adapter_name=ADAPTER, metadata=metadata
+    )
     dtype = next(unet.parameters()).dtype
     for param in LoraWeights(model).params:  # peft keeps adapters in float32 over half-precision layers
         param.data = param.data.to(dtype)
@@ -98,5 +100,7 @@ def load(ctx: Any) -> Draft:
 
 
 # The downloader fetches the one LoRA file (the shared base comes with its group, as for Text2Image).
-DRAFT_FAST = FastFacts(graphed=SD15_FAST.graphed, compiled=SD15_FAST.compiled, blocks=SD15_FAST.blocks, lora=True)
+DRAFT_FAST = FastFacts(
+    graphed=SD15_FAST.graphed, compiled=SD15_FAST.compiled, blocks=SD15_FAST.blocks, lora=True
+)
 FAMILY = Family("draft", load, files=Files("files", by_key={"": LORA_FILE}), fast=DRAFT_FAST)

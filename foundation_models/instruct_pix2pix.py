@@ -14,9 +14,9 @@ from .stable_diffusion import (
     ProgressFn,
     _Pipeline,
     _quiet,
-    int8_if_asked,
     load_pipeline_component,
     load_scheduler,
+    quantize_if_asked,
     shared_or_own,
 )
 
@@ -33,7 +33,7 @@ def load(ctx: Any) -> InstructPix2Pix:
     from diffusers import StableDiffusionInstructPix2PixPipeline
 
     path = ctx.checkpoint("model")
-    own = {"unet": int8_if_asked(ctx, load_pipeline_component(path, "unet", ctx.dtype, ctx.device))}
+    own = {"unet": quantize_if_asked(ctx, load_pipeline_component(path, "unet", ctx.dtype, ctx.device))}
     parts = {n: shared_or_own(ctx, path, n, own) for n in ("vae", "text_encoder", "tokenizer")}
     pipe = StableDiffusionInstructPix2PixPipeline(
         unet=own["unet"],

@@ -37,15 +37,20 @@ CONTROLNET_FAST = FastFacts(graphed=("unet", "controlnet", "text_encoder"), comp
 def load_component(ctx: Any, group: Any, component: str) -> Any:
     """Entry point for the manager: one component of the ``sd15_base`` group on ``ctx.device``."""
     module = load_pipeline_component(ctx.group_checkpoint(group.name), component, ctx.dtype, ctx.device)
-    return int8_if_asked(ctx, module) if component == "unet" else module
+    return quantize_if_asked(ctx, module) if component == "unet" else module
 
 
-def int8_if_asked(ctx: Any, module: Any) -> Any:
-    """The network with int8 weight storage when the orchestrator asks for it (``--int8-weights``)."""
+def quantize_if_asked(ctx: Any, module: Any) -> Any:
+    """The network with int8 weight storage (``--int8-weights``) or fp8 compute (``--fp8``) when the orchestrator
+    asks for it (it refuses both at once)."""
     if ctx.options.get("int8_weights"):
         from .int8_weights import quantize_
 
         quantize_(module)
+    elif ctx.options.get("fp8"):
+        from .fp8 import quantize_ as fp8_quantize
+
+        fp8_quantize(module)
     return module
 
 
@@ -196,7 +201,7 @@ def load(ctx: Any) -> _Pipeline:
         pipe = StableDiffusionPipeline(**parts, scheduler=load_scheduler(base, scheduler_name), **common)
         return Text2Image(_quiet(pipe), {}, ctx.fastpath, ctx.options)
     path = ctx.checkpoint("inpainting")
-    own = {"unet": int8_if_asked(ctx, load_pipeline_component(path, "unet", ctx.dtype, ctx.device))}
+    own = {"unet": quantize_if_asked(ctx, load_pipeline_component(path, "unet", ctx.dtype, ctx.device))}
     parts = {n: shared_or_own(ctx, path, n, own) for n in ("vae", "text_encoder", "tokenizer")}
     pipe = StableDiffusionInpaintPipeline(
         unet=own["unet"], **parts, scheduler=load_scheduler(path, scheduler_name), **common

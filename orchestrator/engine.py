@@ -119,6 +119,8 @@ class Orchestrator:
             options["compile"] = False
         if self.settings.int8_weights:
             options["int8_weights"] = True
+        if self.settings.fp8:
+            options["fp8"] = True
         return options
 
     def new_session(self, folder: str | Path | None = None) -> Session:
@@ -151,9 +153,22 @@ class Orchestrator:
         self.close()
 
 
-def _check_weight_modes(items: Sequence[LoadItem], settings: Settings, family_of: Callable[[str], Family]) -> None:
-    """A card whose UNet carries a LoRA over the shared one refuses the modes that change the shared UNet's layers."""
-    modes = [flag for flag, on in (("--int8-weights", settings.int8_weights),) if on]
+def _check_weight_modes(
+    items: Sequence[LoadItem], settings: Settings, family_of: Callable[[str], Family]
+) -> None:
+    """The weight modes the loaded cards and their devices allow, each refusal one sentence: not int8 and fp8 at
+    once, fp8 only on GPUs that have it, and no mode that changes the shared UNet's layers under a card whose
+    UNet carries a LoRA over them."""
+    if settings.int8_weights and settings.fp8:
+        raise SpecError("--int8-weights and --fp8 change the same layers; choose one of them.")
+    if settings.fp8:
+        from foundation_models.fp8 import unsupported
+
+        for item in items:
+            reason = unsupported(item.device) if family_of(item.name).fast.int8 else None
+            if reason:
+                raise SpecError(f"{item.name}: {reason}")
+    modes = [flag for flag, on in (("--int8-weights", settings.int8_weights), ("--fp8", settings.fp8)) if on]
     lora = [item.name for item in items if modes and family_of(item.name).fast.lora]
     if lora:
         raise SpecError(f"{lora[0]} does not work with {modes[0]}: its LoRA needs the shared UNet's float layers. "

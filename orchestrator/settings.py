@@ -78,6 +78,7 @@ class Settings:
     compile: bool = True  # the background torch.compile of their blocks (--no-compile)
     compile_helper: bool = True  # compile each job first in a helper process (--no-compile-helper)
     int8_weights: bool = False  # UNets and ControlNets stored int8 (--int8-weights)
+    fp8: bool = False  # their Linear layers compute in fp8 (--fp8: torchao, compute capability >= 8.9)
     # the compiled-code file loaded before the first compile and written by warmup (--compiled FILE); None: the
     # one for this GPU model and torch under cache_dir/compiled
     compiled_file: Path | None = None

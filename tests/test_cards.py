@@ -17,8 +17,15 @@ TASKMATRIX_NAMES = """ImageCaptioning Text2Image ImageEditing InstructPix2Pix Im
 LineText2Image Image2Hed HedText2Image Image2Scribble ScribbleText2Image Image2Pose PoseText2Image Image2Seg
 SegText2Image Image2Depth DepthText2Image Image2Normal NormalText2Image VisualQuestionAnswering Text2Box
 Segmenting Inpainting ObjectSegmenting BackgroundRemoving InfinityOutPainting""".split()
-NEW_NAMES = ["TextEmbedding", "TextEmbeddingEnglish", "WebSearch", "WebReader", "TextRendering", "TextArt",
-             "Text2ImageDraft"]
+NEW_NAMES = [
+    "TextEmbedding",
+    "TextEmbeddingEnglish",
+    "WebSearch",
+    "WebReader",
+    "TextRendering",
+    "TextArt",
+    "Text2ImageDraft",
+]
 
 
 @pytest.fixture(scope="module")

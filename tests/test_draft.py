@@ -35,7 +35,9 @@ def image_digest(session, tool: str) -> str:
 def orchestrators(tmp_path_factory):
     root = tmp_path_factory.mktemp("draft")
     plain = Orchestrator("Text2Image_cpu", weights="tiny", brain="rules", session_root=root / "a")
-    both = Orchestrator("Text2Image_cpu,Text2ImageDraft_cpu", weights="tiny", brain="rules", session_root=root / "b")
+    both = Orchestrator(
+        "Text2Image_cpu,Text2ImageDraft_cpu", weights="tiny", brain="rules", session_root=root / "b"
+    )
     yield plain, both
     plain.close()
     both.close()
@@ -56,7 +58,9 @@ def test_the_shared_unet_never_carries_the_lora(orchestrators):
     _, both = orchestrators
     with both.manager.use("Text2Image") as text2image, both.manager.use("Text2ImageDraft") as draft:
         shared, lora = text2image.pipe.unet, draft.pipe.unet
-        assert draft.pipe.vae is text2image.pipe.vae and draft.pipe.text_encoder is text2image.pipe.text_encoder
+        assert (
+            draft.pipe.vae is text2image.pipe.vae and draft.pipe.text_encoder is text2image.pipe.text_encoder
+        )
         assert not [n for n, _ in shared.named_parameters() if "lora" in n]
         assert type(draft.pipe.scheduler).__name__ == "LCMScheduler"
         lora_params = {n for n, _ in lora.named_parameters() if ".lora_" in n}
@@ -97,7 +101,9 @@ def test_the_lora_twin_compiles_in_regions_without_graph_breaks(tmp_path):
     save_lora(random_lora(tiny_unet(SD15_BASE), rank=4, seed_name="tests/draft"), tmp_path)
     model = lora_twin(unet, tmp_path)
 
-    def compile_fn(forward, dynamic=False):  # dynamo's tracing, fullgraph as inductor gets it, no code generation
+    def compile_fn(
+        forward, dynamic=False
+    ):  # dynamo's tracing, fullgraph as inductor gets it, no code generation
         return torch.compile(forward, backend="eager", fullgraph=True, dynamic=dynamic)
 
     regions = RegionCompiler(compile_fn, REGIONS)
@@ -138,7 +144,9 @@ def test_the_draft_lora_is_one_file_the_downloader_fetches_and_the_tiny_one_has_
     from orchestrator.download import card_needs
 
     needs = {n.repo_id: n for n in card_needs(load_cards(), "Text2ImageDraft")}
-    assert needs[LCM_LORA_SD15].kind == "files" and needs[LCM_LORA_SD15].files == ("pytorch_lora_weights.safetensors",)
+    assert needs[LCM_LORA_SD15].kind == "files" and needs[LCM_LORA_SD15].files == (
+        "pytorch_lora_weights.safetensors",
+    )
     assert needs[SD15_BASE].kind == "pipeline", "the shared base comes with its group"
     build_tiny_checkpoint(LCM_LORA_SD15, tmp_path)
     from safetensors import safe_open

@@ -20,7 +20,9 @@ LCM_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.ne
 B_STD = 0.01  # lora_B: small enough that a draft is a slightly different picture, not noise on noise
 
 
-def random_lora(unet: Any, rank: int, seed_name: str, dtype: Any = None, device: str = "cpu") -> dict[str, Any]:
+def random_lora(
+    unet: Any, rank: int, seed_name: str, dtype: Any = None, device: str = "cpu"
+) -> dict[str, Any]:
     """Seeded random LoRA matrices for ``unet``'s ``LCM_TARGETS`` layers (the UNet may live on the meta device:
     only its layer shapes are read), keyed as peft names them."""
     import torch

@@ -37,6 +37,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, load_required: bool = 
     parser.add_argument("--int8-weights", action="store_true",
                         help="store UNet and ControlNet weights as int8 (per-channel scales, fp16 compute): "
                              "about half their VRAM; images differ slightly")  # fmt: skip
+    parser.add_argument("--fp8", action="store_true",
+                        help="fp8 matmuls in UNets and ControlNets (torchao; GPUs of compute capability 8.9+, "
+                             "e.g. H100, L40): faster at large sizes; images differ slightly")  # fmt: skip
 
 
 def add_brain_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,6 +107,7 @@ def settings_from_args(args: argparse.Namespace, session_root: str | Path | None
     }
     return Settings.from_env(weights=args.weights, model_dir=args.model_dir, session_root=session_root,
                              int8_weights=getattr(args, "int8_weights", False) or None,
+                             fp8=getattr(args, "fp8", False) or None,
                              compiled_file=getattr(args, "compiled", None),
                              refine_rounds=getattr(args, "refine", None), **switched_off)  # fmt: skip
 
