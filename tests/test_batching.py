@@ -14,13 +14,16 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils._pytree import tree_unflatten
 
-from foundation_models.fastpath.graphs import graph_batch
+from foundation_models.fastpath.graphs import graph_batch, runner_for
+from foundation_models.stable_diffusion import Picture, _Batched
 from orchestrator.batching import Batcher
 from orchestrator.cards import load_cards
 from orchestrator.cli import common
@@ -74,6 +77,7 @@ def pixels(session, name: str) -> np.ndarray:
 def assert_same_picture(a: np.ndarray, b: np.ndarray) -> None:
     assert a.shape == b.shape
     assert np.abs(a - b).max() <= 1, "same seed, same image (within the last bit of batched float math)"
+    assert (a != b).mean() <= 0.001, "a value off by one here and there, never a picture that drifted"
 
 
 def steps_of(reports: list) -> Callable[[], list]:
@@ -99,10 +103,14 @@ def test_calls_that_wait_for_a_busy_device_run_as_one_batch_each_as_it_would_alo
         assert sessions[i].images.lineage(name).seed == 10 + i and f"seed {10 + i}" in call.output
         assert all(name not in s.images for j, s in enumerate(sessions) if j != i)
     alone = orch.new_session()
+    lone_pixels = []
     for i, call in enumerate(calls):
         lone = alone.call_tool("text2image", args[i])
         assert lone.batch == 1
-        assert_same_picture(pixels(alone, lone.images[0]), pixels(sessions[i], call.images[0]))
+        lone_pixels.append(pixels(alone, lone.images[0]))
+        assert_same_picture(lone_pixels[i], pixels(sessions[i], call.images[0]))
+    # each call got its own seed's noise, not a neighbour's: another seed's picture is far from it
+    assert np.abs(lone_pixels[0] - pixels(sessions[1], calls[1].images[0])).mean() > 5
 
 
 def test_calls_with_different_settings_run_in_separate_batches(orch):
@@ -198,15 +206,87 @@ def test_controlnet_calls_batch_with_their_own_maps(orch):
         assert_same_picture(pixels(session, lone.images[0]), pixels(session, call.images[0]))
 
 
-def test_max_batch_1_runs_each_call_alone(tmp_path):
-    with Orchestrator("Text2Image_cpu", settings=Settings.from_env(weights="tiny", max_batch=1), brain="rules",
-                      session_root=tmp_path) as serial:  # fmt: skip
-        sessions = [serial.new_session() for _ in range(3)]
+@pytest.mark.parametrize(
+    "limit, batches, sizes", [(1, [1, 1, 1, 1, 1], {1: 5}), (2, [2, 2, 2, 2, 1], {2: 2, 1: 1})]
+)
+def test_max_batch_limits_each_pipeline_call_and_1_turns_batching_off(tmp_path, limit, batches, sizes):
+    with Orchestrator("Text2Image_cpu", settings=Settings.from_env(weights="tiny", max_batch=limit), brain="rules",
+                      session_root=tmp_path) as orch:  # fmt: skip
+        sessions = [orch.new_session() for _ in range(5)]
         calls = together(
-            serial, "Text2Image", [(s, "text2image", {"prompt": "a", "seed": 1}) for s in sessions]
+            orch,
+            "Text2Image",
+            [(s, "text2image", {"prompt": "a", "seed": i}) for i, s in enumerate(sessions)],
         )
-        assert [(c.error, c.batch) for c in calls] == [(None, 1)] * 3
-        assert serial.batcher.sizes == {1: 3}
+        assert [(c.error, c.batch) for c in calls] == [(None, b) for b in batches], (
+            "oldest first, at most the limit"
+        )
+        assert orch.batcher.sizes == sizes
+
+
+class ShapeGraphs:
+    """A stand-in for CUDA graphs on the CPU: capture keeps static copies of the inputs, replay copies the new
+    inputs in and runs the forward on them, and both record the UNet batch they were made for."""
+
+    def __init__(self):
+        self.captured, self.replayed = [], []
+
+    def ready(self) -> bool:
+        return True
+
+    def accepts(self, tensor) -> bool:
+        return True
+
+    def reset(self) -> None:
+        pass
+
+    def capture(self, fn, leaves, spec):
+        static = [x.clone() if isinstance(x, torch.Tensor) else x for x in leaves]
+        self.captured.append(static[0].shape[0])
+        args, kwargs = tree_unflatten(static, spec)
+        return (fn, static, spec), fn(*args, **kwargs)
+
+    def replay(self, captured, leaves):
+        fn, static, spec = captured
+        for buffer, value in zip(static, leaves):
+            if isinstance(buffer, torch.Tensor):
+                assert buffer.shape == value.shape, "a graph replayed for inputs of another shape"
+                buffer.copy_(value)
+        self.replayed.append(static[0].shape[0])
+        args, kwargs = tree_unflatten(static, spec)
+        return fn(*args, **kwargs)
+
+
+def test_on_the_fast_path_each_batch_size_gets_its_own_graphs(tmp_path):
+    """Graphs are captured per input shape: a batch of 4 (a UNet batch of 8 with guidance) captures its own and
+    never replays the lone call's (batch 2), and replaying gives the eager pictures."""
+    tiny = Settings.from_env(weights="tiny", compile=False)  # a compile would hold captures off meanwhile
+    with Orchestrator("Text2Image_cpu", settings=tiny, brain="rules", session_root=tmp_path) as fresh:
+        with fresh.manager.use("Text2Image") as sd:
+            backend = ShapeGraphs()
+            runner_for(sd.pipe.unet, backend)  # what the CUDA backend would be on a GPU
+            settings = {"width": 64, "height": 64, "steps": 2, "guidance_scale": 7.5}
+            pictures = [Picture(f"a kite {i}", "", 20 + i) for i in range(4)]
+            lone = [sd.generate_batch(pictures[:1], **settings) for _ in range(2)]  # eager, then capture
+            # a new shape: eager, capture, replay, as if it were the first call
+            batched = [sd.generate_batch(pictures, **settings) for _ in range(3)]
+            assert backend.captured == [2, 8] and backend.replayed == [2, 2, 8, 8, 8, 8]
+            sd.fast = False
+            eager = sd.generate_batch(pictures, **settings)
+    for graphed_run in batched:
+        assert [np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(graphed_run, eager)] == [
+            True
+        ] * 4
+    assert np.array_equal(np.asarray(lone[0][0]), np.asarray(lone[1][0]))
+
+
+def test_where_graphs_run_a_pipeline_takes_few_batch_sizes_elsewhere_all_that_wait(orch):
+    fast_path = orch.fastpath
+    on_gpu = SimpleNamespace(fast=True, pipe=SimpleNamespace(device=torch.device("cuda")), fastpath=fast_path)
+    assert _Batched.batch_size(on_gpu, 7, 8) == 4 and _Batched.batch_size(on_gpu, 9, 8) == 8
+    assert _Batched.batch_size(SimpleNamespace(**{**vars(on_gpu), "fast": False}), 7, 8) == 7  # --no-fast
+    with orch.manager.use("Text2Image") as sd:
+        assert sd.batch_size(7, 8) == 7, "on the CPU nothing is captured: every waiting call joins"
 
 
 # -- the batcher alone, with a model that records its calls ----------------------------------------
@@ -240,12 +320,14 @@ class Devices:
 
 
 def run_many(batcher: Batcher, devices: Devices, items: list, settings=None) -> list:
-    """Each item's call in its own thread, all queued behind the held device; (result or error, batch) each."""
+    """Each item's call in its own thread, all queued behind the held device; (result or error, batch) each.
+    ``settings``: every call's, or a list of each call's own."""
     out: list = [None] * len(items)
+    each = settings if isinstance(settings, list) else [settings or {"steps": 2}] * len(items)
 
     def call(i: int) -> None:
         try:
-            out[i] = batcher.run("T2I", items[i], settings or {"steps": 2})
+            out[i] = batcher.run("T2I", items[i], each[i])
         except Exception as exc:
             out[i] = (type(exc).__name__, 0)
 
@@ -283,6 +365,24 @@ def test_without_graphs_every_waiting_call_joins_up_to_the_limit():
         1,
     ]
     assert batcher.sizes == {3: 2, 1: 1}
+
+
+def test_calls_that_differ_in_size_steps_guidance_or_scheduler_never_share_a_pipeline_call():
+    model = Recorder()
+    batcher = Batcher(Devices(model), lambda card: 8)
+    base = {"width": 64, "height": 64, "steps": 20, "guidance_scale": 7.5, "scheduler": "UniPC"}
+    changes = [
+        {},
+        {"width": 128},
+        {"steps": 30},
+        {"guidance_scale": 5.0},
+        {"scheduler": "Euler"},
+        {},
+        {"steps": 30},
+    ]
+    out = run_many(batcher, batcher._devices, list(range(7)), [{**base, **c} for c in changes])
+    assert [batch for _, batch in out] == [2, 1, 2, 1, 1, 2, 2]
+    assert sorted(model.calls) == [[0, 5], [1], [2, 6], [3], [4]]
 
 
 def test_a_failed_load_is_each_callers_own_error_and_the_next_in_line_tries_again():
