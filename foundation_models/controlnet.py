@@ -7,8 +7,9 @@ from typing import Any
 from .family import Family, Files, Warmup
 from .stable_diffusion import (
     CONTROLNET_FAST,
+    Picture,
     ProgressFn,
-    _Pipeline,
+    _Batched,
     _quiet,
     load_scheduler,
     quantize_if_asked,
@@ -16,13 +17,13 @@ from .stable_diffusion import (
 )
 
 
-class ControlNetText2Image(_Pipeline):
+class ControlNetText2Image(_Batched):
     def generate(self, condition: Any, prompt: str, negative_prompt: str, steps: int, guidance_scale: float,
                  seed: int, progress: ProgressFn | None = None) -> Any:  # fmt: skip
         """An image following ``condition`` (the detector's map, RGB), at the condition's size."""
         width, height = condition.size
-        return self._run(steps, seed, progress, prompt=prompt, negative_prompt=negative_prompt, image=condition,
-                         width=width, height=height, guidance_scale=guidance_scale)  # fmt: skip
+        picture = Picture(prompt, negative_prompt, seed, image=condition)
+        return self.generate_batch([picture], width, height, steps, guidance_scale, progress)[0]
 
 
 def load(ctx: Any) -> ControlNetText2Image:

@@ -3,6 +3,10 @@
 The base's UNet, VAE, text encoder and tokenizer are loaded once per device and shared by every pipeline
 built on them (``Pipeline(**components)``); each pipeline gets its own scheduler, which holds state. A
 card with its own checkpoint (inpainting) reuses a base component only where the files are identical.
+
+Text-to-image, inpainting and the ControlNets (controlnet.py) run several pictures in one pipeline call
+(``generate_batch``): diffusers takes a list of prompts, negative prompts, images and generators, and draws each
+picture's noise from its own generator, so a picture comes out as it would alone (within float rounding).
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import importlib
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -140,6 +145,17 @@ def step_callback(progress: ProgressFn | None, total: int) -> Callable[..., dict
     return on_step_end
 
 
+@dataclass(frozen=True)
+class Picture:
+    """One picture of a pipeline call: what may differ between the pictures of a batch."""
+
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = 0
+    image: Any = None  # a ControlNet's condition map; the picture to inpaint
+    mask_image: Any = None  # the inpainting mask
+
+
 class _Pipeline:
     """A diffusers pipeline plus the modules this card owns (moved by ``to``; shared ones are not), run on the
     Orchestrator's fast path as the card's options allow."""
@@ -174,22 +190,55 @@ class _Pipeline:
             ).images[0]
 
 
-class Text2Image(_Pipeline):
+class _Batched(_Pipeline):
+    """A pipeline that makes several pictures in one call (text-to-image, inpainting, the ControlNets)."""
+
+    def batch_size(self, waiting: int, limit: int) -> int:
+        """How many of ``waiting`` pictures one call runs (at most ``limit``): a few sizes where the modules
+        capture CUDA graphs (one set per shape), any number elsewhere."""
+        graphs = self.fast and self.pipe.device.type == "cuda"
+        return self.fastpath.batch_size(waiting, limit, graphs)
+
+    def generate_batch(self, pictures: Sequence[Picture], width: int, height: int, steps: int,
+                       guidance_scale: float, progress: ProgressFn | None = None) -> list[Any]:  # fmt: skip
+        """One pipeline call for all ``pictures`` (a list of each per-picture input), their images in order; every
+        image ``width``×``height`` (a ControlNet's or inpainting's ``image`` is that size already)."""
+        import torch
+
+        per_picture: dict[str, list[Any]] = {}
+        for name in ("prompt", "negative_prompt", "image", "mask_image"):
+            values = [getattr(p, name) for p in pictures]
+            if values[0] is not None:  # image and mask: only the pipelines that take them
+                per_picture[name] = values
+        with torch.inference_mode(), self.fastpath.pipeline(self.pipe, fast=self.fast, compile=self.compile):
+            return self.pipe(
+                num_inference_steps=steps,
+                generator=[generator(p.seed) for p in pictures],
+                callback_on_step_end=step_callback(progress, steps),
+                width=width,
+                height=height,
+                guidance_scale=guidance_scale,
+                **per_picture,
+            ).images
+
+
+class Text2Image(_Batched):
     def generate(self, prompt: str, negative_prompt: str, width: int, height: int, steps: int,
                  guidance_scale: float, seed: int, progress: ProgressFn | None = None) -> Any:  # fmt: skip
-        return self._run(steps, seed, progress, prompt=prompt, negative_prompt=negative_prompt, width=width,
-                         height=height, guidance_scale=guidance_scale)  # fmt: skip
+        return self.generate_batch([Picture(prompt, negative_prompt, seed)], width, height, steps, guidance_scale,
+                                   progress)[0]  # fmt: skip
 
 
-class Inpainting(_Pipeline):
+class Inpainting(_Batched):
     def inpaint(self, image: Any, mask: Any, prompt: str, negative_prompt: str, steps: int,
                 guidance_scale: float, seed: int, progress: ProgressFn | None = None) -> Any:  # fmt: skip
+        """``image`` repainted where ``mask`` is white (a batch's pictures carry both)."""
         width, height = image.size
-        return self._run(steps, seed, progress, prompt=prompt, negative_prompt=negative_prompt, image=image,
-                         mask_image=mask, width=width, height=height, guidance_scale=guidance_scale)  # fmt: skip
+        picture = Picture(prompt, negative_prompt, seed, image=image, mask_image=mask)
+        return self.generate_batch([picture], width, height, steps, guidance_scale, progress)[0]
 
 
-def load(ctx: Any) -> _Pipeline:
+def load(ctx: Any) -> _Batched:
     """Text2Image (the base alone) or Inpainting (its own 9-channel UNet on the base's components)."""
     from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
 

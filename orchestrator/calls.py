@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
@@ -27,6 +27,7 @@ from .remote import RemoteTools
 from .tools import Progress, Tool, ToolContext
 
 if TYPE_CHECKING:
+    from .batching import Batcher
     from .session import Session
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def _run(session: Session, name: str, args: Any, record: ToolCall, report: Repor
         ctx = _context(session, tool, kwargs, report)
         try:
             output = tool.fn(ctx, **kwargs)
-            record.images, record.sources = list(ctx.outputs), list(ctx.sources)
+            record.images, record.sources, record.batch = list(ctx.outputs), list(ctx.sources), ctx.batch
             return output
         except Exception as exc:
             record.images = list(ctx.outputs)  # images made before a failure are kept
@@ -146,7 +147,7 @@ def _run_remote(
 
 def _context(session: Session, tool: Tool, kwargs: dict[str, Any], report: Report) -> ToolContext:
     orchestrator = session.orchestrator
-    models = _Models(orchestrator.manager, report, tool.name)
+    models = _Models(orchestrator.manager, orchestrator.batcher, report, tool.name)
     return ToolContext(tool.name, tool.card, session.images, models, orchestrator.card_options(tool.card), report,
                        orchestrator.card_options, args=kwargs, knowledge=orchestrator.knowledge,
                        knowledge_base=session.knowledge_base)  # fmt: skip
@@ -167,10 +168,17 @@ def _out_of_memory(session: Session, tool: Tool, exc: Exception, retrying: bool)
 
 
 class _Models:
-    """The manager as a tool sees it: ``use(card)`` with 'loading X on D' reported as progress."""
+    """The manager as a tool sees it: ``use(card)`` and ``batched(...)``, 'loading X on D' reported as progress."""
 
-    def __init__(self, manager: Any, report: Report, tool: str):
-        self._manager, self._report, self._tool = manager, report, tool
+    def __init__(self, manager: Any, batcher: Batcher, report: Report, tool: str):
+        self._manager, self._batcher, self._report, self._tool = manager, batcher, report, tool
 
     def use(self, card: str) -> Any:
-        return self._manager.use(card, lambda message: self._report(Progress(self._tool, message)))
+        return self._manager.use(card, self._loading)
+
+    def batched(self, card: str, item: Any, settings: Mapping[str, Any],
+                progress: Callable[[int, int], None] | None) -> tuple[Any, int]:  # fmt: skip
+        return self._batcher.run(card, item, settings, progress, self._loading)
+
+    def _loading(self, message: str) -> None:
+        self._report(Progress(self._tool, message))

@@ -12,6 +12,7 @@ from typing import Any
 from foundation_models.family import Family
 from foundation_models.fastpath import FastPath
 
+from .batching import Batcher
 from .brain import Brain, BrainConfig, brain_from
 from .brain.footprint import keep_free_for_brain
 from .cards import CardSet, ModelCard, load_cards
@@ -90,6 +91,7 @@ class Orchestrator:
             helper_budget=self.manager if cuda_budget else None,  # the helper's copy of a module counts in it
         )  # fmt: skip
         self.manager.fastpath = self.fastpath
+        self.batcher = Batcher(self.manager, self.max_batch, wait_s=settings.batch_wait_ms / 1000)
         if image_limits is None and settings.weights == "tiny":
             image_limits = ImageLimits(max_side=int(self.cards.tiny_overrides.get("resolution", 512)))
         self.image_limits = image_limits or ImageLimits()
@@ -104,6 +106,12 @@ class Orchestrator:
 
     def card_options(self, card: str) -> Mapping[str, Any]:
         return self._card_options(self.cards[card])
+
+    def max_batch(self, card: str) -> int:
+        """How many waiting calls of the card one pipeline call may make: ``--max-batch``, or the card's own
+        ``max_batch`` option where that is lower."""
+        own = self.cards[card].options.get("max_batch")
+        return min(self.settings.max_batch, int(own)) if own is not None else self.settings.max_batch
 
     def _card_options(self, card: ModelCard | None) -> Mapping[str, Any]:
         """A card's options with this orchestrator's settings applied (None: those of shared components)."""

@@ -20,10 +20,12 @@ class ToolCall:
     sources: list[str] = field(
         default_factory=list
     )  # what it read, for the reply to cite (URLs, file and page)
+    batch: int = 1  # the calls (this one's included) whose pictures one pipeline call made, batching.py
 
     def as_dict(self) -> dict[str, Any]:
         return {"tool": self.tool, "args": self.args, "output": self.output, "images": self.images,
-                "error": self.error, "seconds": round(self.seconds, 3), "sources": self.sources}  # fmt: skip
+                "error": self.error, "seconds": round(self.seconds, 3), "sources": self.sources,
+                "batch": self.batch}  # fmt: skip
 
 
 @dataclass(frozen=True)

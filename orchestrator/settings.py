@@ -16,6 +16,8 @@ argument, then the environment, then the default.
 | ``openai_api_key``, ``openai_base_url``, ``openai_model`` | ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_MODEL`` | ``--model`` |
 | ``discover_local_llm`` | ``VISUAL_ORCHESTRATOR_DISCOVER=0`` | |
 | ``refine_rounds`` | ``VISUAL_ORCHESTRATOR_REFINE`` | ``--refine N`` |
+| ``max_batch`` | ``VISUAL_ORCHESTRATOR_MAX_BATCH`` | ``--max-batch N`` |
+| ``batch_wait_ms`` | ``VISUAL_ORCHESTRATOR_BATCH_WAIT_MS`` | ``--batch-wait-ms MS`` |
 | ``api_key`` | ``VISUAL_ORCHESTRATOR_API_KEY`` | ``--api-key`` (serve) |
 | ``persona_dir`` | ``VISUAL_ORCHESTRATOR_PERSONAS`` (else ``$XDG_CONFIG_HOME/visual-orchestrator/personas``) | |
 | ``web_search`` | ``VISUAL_ORCHESTRATOR_WEB_SEARCH`` (searxng, duckduckgo, brave, tavily; unset: off) | |
@@ -52,6 +54,8 @@ OFF = ("0", "false", "no", "off")
 WEB_ENV = {"web_search": "VISUAL_ORCHESTRATOR_WEB_SEARCH", "web_search_url": "VISUAL_ORCHESTRATOR_WEB_SEARCH_URL",
            "web_search_key": "VISUAL_ORCHESTRATOR_WEB_SEARCH_KEY"}  # fmt: skip
 WEB_ALLOW_ENV = "VISUAL_ORCHESTRATOR_WEB_ALLOW"
+MAX_BATCH_ENV = "VISUAL_ORCHESTRATOR_MAX_BATCH"
+BATCH_WAIT_ENV = "VISUAL_ORCHESTRATOR_BATCH_WAIT_MS"
 SEARCH_KEY_ENV = {"brave": "BRAVE_API_KEY", "tavily": "TAVILY_API_KEY"}  # the names those services document
 
 
@@ -91,6 +95,10 @@ class Settings:
     persona_dir: Path | None = None  # the user's own personas (*.yaml) beside the shipped ones
     api_key: str | None = field(default=None, repr=False)  # the key `serve` requires of its clients
     refine_rounds: int = 0  # --refine N: check each generated image, retry up to N times (0: off)
+    # --max-batch N: calls of one tool with the same settings that wait for a busy device run as one batch of at
+    # most N (1: one at a time); a card's max_batch option lowers it for that card (orchestrator/batching.py)
+    max_batch: int = 8
+    batch_wait_ms: float = 0.0  # --batch-wait-ms: how long a call may wait for the last batch's members
     web_search: str | None = (
         None  # the WebSearch card's backend: searxng, duckduckgo, brave, tavily; None: off
     )
@@ -114,6 +122,10 @@ class Settings:
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value).expanduser())
+        if isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int) or self.max_batch < 1:
+            raise ValueError(f"max_batch must be a whole number of at least 1, got {self.max_batch!r}")
+        if not self.batch_wait_ms >= 0:
+            raise ValueError(f"batch_wait_ms must be 0 or more, got {self.batch_wait_ms!r}")
         if isinstance(self.web_allow, str):
             object.__setattr__(self, "web_allow", split_list(self.web_allow))
         object.__setattr__(self, "web_allow", tuple(self.web_allow))
@@ -143,6 +155,9 @@ class Settings:
         values["compiled_file"] = env.get(COMPILED_ENV) or None
         refine = env.get("VISUAL_ORCHESTRATOR_REFINE", "0").strip()
         values["refine_rounds"] = int(refine) if refine.isdigit() else 0
+        max_batch = env.get(MAX_BATCH_ENV, "").strip()
+        values["max_batch"] = int(max_batch) if max_batch.isdigit() and int(max_batch) >= 1 else 8
+        values["batch_wait_ms"] = _milliseconds(env.get(BATCH_WAIT_ENV, ""))
         config_home = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config").expanduser()
         values["persona_dir"] = (
             env.get("VISUAL_ORCHESTRATOR_PERSONAS") or config_home / "visual-orchestrator" / "personas"
@@ -187,6 +202,15 @@ class Settings:
 def split_list(text: str) -> tuple[str, ...]:
     """``"a, b,,c"`` -> ``("a", "b", "c")``."""
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _milliseconds(text: str) -> float:
+    """A non-negative number of milliseconds from the environment; anything else is 0."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return 0.0
+    return value if value >= 0 and value != float("inf") else 0.0
 
 
 def _is_torch_default(path: str) -> bool:

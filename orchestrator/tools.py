@@ -44,9 +44,12 @@ class Progress:
 
 
 class ModelAccess(Protocol):
-    """What the model manager offers a tool: its models, loaded on first use."""
+    """What the model manager offers a tool: its models, loaded on first use, and calls batched across sessions."""
 
     def use(self, card: str) -> AbstractContextManager[Any]: ...
+
+    def batched(self, card: str, item: Any, settings: Mapping[str, Any],
+                progress: Callable[[int, int], None] | None) -> tuple[Any, int]: ...  # fmt: skip
 
 
 @dataclass
@@ -66,10 +69,20 @@ class ToolContext:
     sources: list[str] = field(default_factory=list)  # what the reply should cite: URLs, "paper.pdf p. 3"
     knowledge: Any = None  # the Orchestrator's knowledge bases (orchestrator.knowledge.Shelf)
     knowledge_base: str | None = None  # the one the session picked, searched when the call names none
+    batch: int = 1  # the calls whose items the last ``batched`` call made together, this one's included
 
     def model(self, card: str | None = None) -> AbstractContextManager[Any]:
         """``with ctx.model() as m:`` the tool's own model (or a dependency's), loaded and locked for use."""
         return self.models.use(card or self.card)
+
+    def batched(self, item: Any, settings: Mapping[str, Any], progress: Callable[[int, int], None] | None = None,
+                card: str | None = None) -> Any:  # fmt: skip
+        """``model.generate_batch([item], **settings)[0]``, made in one call with the items of other sessions' calls
+        of the card with the same ``settings`` that wait for its device meanwhile (orchestrator/batching.py).
+        ``settings`` are what the items share (size, steps, guidance); ``progress(step, total)`` may be called
+        from another thread. Like ``model``, never inside a ``with ctx.model()`` block."""
+        result, self.batch = self.models.batched(card or self.card, item, settings, progress)
+        return result
 
     def open(self, name: str) -> Image.Image:
         return self.images.open(name)

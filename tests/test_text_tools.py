@@ -66,13 +66,14 @@ def test_text_art_letters_stay_legible_over_noise(session, script):
 
 def test_text_art_conditions_the_canny_controlnet_on_the_glyph_edges(session, monkeypatch):
     seen = []
-    generate = controlnet.ControlNetText2Image.generate
+    # the tool's calls may be batched across sessions: every map reaches the ControlNet through generate_batch
+    generate = controlnet.ControlNetText2Image.generate_batch
 
-    def spy(self, condition, *args, **kwargs):
-        seen.append(condition)
-        return generate(self, condition, *args, **kwargs)
+    def spy(self, pictures, *args, **kwargs):
+        seen.extend(p.image for p in pictures)
+        return generate(self, pictures, *args, **kwargs)
 
-    monkeypatch.setattr(controlnet.ControlNetText2Image, "generate", spy)
+    monkeypatch.setattr(controlnet.ControlNetText2Image, "generate_batch", spy)
     call = session.call_tool("text_art", {"text": "AI 实验室", "prompt": "neon letters", "width": 512,
                                           "height": 256, "seed": 5})  # fmt: skip
     assert call.error is None, call.error

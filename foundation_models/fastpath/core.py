@@ -11,6 +11,7 @@ from typing import Any
 from .artifacts import CompiledArtifacts, Outcome
 from .budget import HelperMemoryBudget
 from .compiler import BackgroundCompiler
+from .graphs import graph_batch
 from .helper import CompileHelper
 from .inductor import use_inductor_cache
 from .pipelines import compile_state, fast_pipeline, release_pipeline
@@ -73,6 +74,12 @@ class FastPath:
         if not self.compile:
             return None
         return self.artifacts.save(self.helper.jobs_done if self.helper is not None else (), device)
+
+    @staticmethod
+    def batch_size(waiting: int, limit: int, graphs: bool) -> int:
+        """How many of ``waiting`` calls a pipeline runs as one batch (at most ``limit``): with ``graphs`` (its
+        modules capture CUDA graphs, one set per shape) one of a few sizes (``graph_batch``), else all of them."""
+        return graph_batch(waiting, limit) if graphs else max(1, min(waiting, limit))
 
     @staticmethod
     def release(pipe: Any) -> None:

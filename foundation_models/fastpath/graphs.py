@@ -57,6 +57,15 @@ def graphed(
             module.__dict__.pop("forward", None)
 
 
+def graph_batch(waiting: int, limit: int) -> int:
+    """How many of ``waiting`` calls to run as one batch whose modules replay graphs (one set per input shape):
+    ``limit``, else the largest power of two below it, so that a module holds a few graph sets (1, 2, 4, 8)
+    however the calls arrive. The rest wait for the next batch, where later calls may join them: no padding
+    computed for nothing."""
+    n = max(1, min(waiting, limit))
+    return n if n == limit else 1 << (n.bit_length() - 1)
+
+
 def to_channels_last(module: Any, backend: Any) -> bool:
     """Store the module's convolution weights in channels-last (NHWC) order, once, where its graphs run (the
     backend accepts the weights: CUDA), so that inductor keeps cuDNN's NHWC layout instead of transposing around

@@ -40,6 +40,29 @@ def add_common_arguments(parser: argparse.ArgumentParser, load_required: bool = 
     parser.add_argument("--fp8", action="store_true",
                         help="fp8 matmuls in UNets and ControlNets (torchao; GPUs of compute capability 8.9+, "
                              "e.g. H100, L40): faster at large sizes; images differ slightly")  # fmt: skip
+    parser.add_argument("--max-batch", type=positive_int, default=None, metavar="N",
+                        help="run up to N calls of one tool with the same size and steps that wait for a busy GPU as "
+                             "one batch, each with its own prompt and seed (default 8; 1: one call at a time)")  # fmt: skip
+    parser.add_argument("--batch-wait-ms", type=milliseconds, default=None, metavar="MS",
+                        help="let a call wait up to MS for the calls of the last batch to come back (default 0)")  # fmt: skip
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
+def milliseconds(text: str) -> float:
+    """An argparse type: a number of milliseconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of milliseconds, 0 or more, got {text!r}")
+    return value
 
 
 def add_brain_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,7 +132,8 @@ def settings_from_args(args: argparse.Namespace, session_root: str | Path | None
                              int8_weights=getattr(args, "int8_weights", False) or None,
                              fp8=getattr(args, "fp8", False) or None,
                              compiled_file=getattr(args, "compiled", None),
-                             refine_rounds=getattr(args, "refine", None), **switched_off)  # fmt: skip
+                             refine_rounds=getattr(args, "refine", None), max_batch=getattr(args, "max_batch", None),
+                             batch_wait_ms=getattr(args, "batch_wait_ms", None), **switched_off)  # fmt: skip
 
 
 def table(rows: list[tuple[str, ...]]) -> list[str]:

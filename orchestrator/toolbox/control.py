@@ -13,9 +13,11 @@ from typing import Annotated
 import numpy as np
 from PIL import Image
 
+from foundation_models.stable_diffusion import Picture
+
 from ..errors import ToolError
 from ..tools import ImageName, ToolContext, tool
-from .generation import Prompt, Seed, sd_prompts, snap64, step_reporter
+from .generation import Prompt, Seed, diffusion_settings, sd_prompts, snap64, step_reporter
 
 MAX_GREY_CHROMA = 16.0  # mean (max - min channel) above which an image is a colour picture, not a grey map
 
@@ -70,12 +72,8 @@ def _draw(ctx: ToolContext, image: str, prompt: str, seed: int | None, kind: Con
     condition = picture.resize((width, height), resample) if picture.size != (width, height) else picture
     seed = ctx.new_seed(seed)
     positive, negative = sd_prompts(ctx, prompt)
-    steps, guidance = (
-        int(ctx.options.get("num_inference_steps", 20)),
-        float(ctx.options.get("guidance_scale", 7.5)),
-    )
-    with ctx.model() as controlnet:
-        result = controlnet.generate(condition, positive, negative, steps, guidance, seed, step_reporter(ctx))
+    settings = diffusion_settings(ctx.options, width, height, steps=20)
+    result = ctx.batched(Picture(positive, negative, seed, image=condition), settings, step_reporter(ctx))
     name = ctx.save(result, parents=[image], seed=seed)
     return f"Generated {name} ({width}×{height}, seed {seed}) from the {kind.what} {image} and the prompt: {prompt}"
 

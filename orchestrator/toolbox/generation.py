@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
+from foundation_models.stable_diffusion import Picture
+
 from ..tools import ImageName, ToolContext, tool
 
 Prompt = Annotated[str, "What the picture should show, in English"]
@@ -29,6 +31,14 @@ def sd_prompts(ctx: ToolContext, prompt: str, options: Mapping[str, Any] | None 
     return prompt + options.get("prompt_suffix", ""), negative
 
 
+def diffusion_settings(options: Mapping[str, Any], width: int, height: int, steps: int) -> dict[str, Any]:
+    """What the pictures of one pipeline call share (a card's calls with equal settings may run as one batch; the
+    card fixes the pipeline and its scheduler): the size, and the card's steps and guidance (``steps``: the
+    default)."""
+    return {"width": width, "height": height, "steps": int(options.get("num_inference_steps", steps)),
+            "guidance_scale": float(options.get("guidance_scale", 7.5))}  # fmt: skip
+
+
 def step_reporter(ctx: ToolContext):
     return lambda step, total: ctx.progress(f"step {step}/{total}", step, total)
 
@@ -48,9 +58,8 @@ def text2image(
     width, height = snap64(width, side), snap64(height, side)
     seed = ctx.new_seed(seed)
     positive, negative = sd_prompts(ctx, prompt, negative=negative_prompt)
-    with ctx.model() as sd:
-        image = sd.generate(positive, negative, width, height, int(ctx.options.get("num_inference_steps", 20)),
-                            float(ctx.options.get("guidance_scale", 7.5)), seed, step_reporter(ctx))  # fmt: skip
+    settings = diffusion_settings(ctx.options, width, height, steps=20)
+    image = ctx.batched(Picture(positive, negative, seed), settings, step_reporter(ctx))
     name = ctx.save(image, seed=seed)
     return f"Generated {name} ({width}×{height}, seed {seed}) from the prompt: {prompt}"
 
@@ -93,9 +102,9 @@ def inpainting(
     mask_image = ctx.open(mask).convert("L").resize(picture.size)
     seed = ctx.new_seed(seed)
     positive, negative = sd_prompts(ctx, prompt)
-    with ctx.model() as sd:
-        result = sd.inpaint(picture, mask_image, positive, negative, int(ctx.options.get("num_inference_steps", 50)),
-                            float(ctx.options.get("guidance_scale", 7.5)), seed, step_reporter(ctx))  # fmt: skip
+    settings = diffusion_settings(ctx.options, *picture.size, steps=50)
+    item = Picture(positive, negative, seed, image=picture, mask_image=mask_image)
+    result = ctx.batched(item, settings, step_reporter(ctx))
     name = ctx.save(result.resize(picture.size), parents=[image, mask], seed=seed)
     return f"Inpainted {image} where {mask} is white, following '{prompt}': {name}"
 

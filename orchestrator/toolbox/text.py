@@ -12,12 +12,13 @@ from typing import Annotated, Literal
 import numpy as np
 from PIL import Image, ImageColor
 
+from foundation_models.stable_diffusion import Picture
 from foundation_models.text_render import Style
 
 from ..errors import ToolError
 from ..tools import ImageName, ToolContext, tool
 from .control import generation_size
-from .generation import Seed, sd_prompts, snap64, step_reporter
+from .generation import Seed, diffusion_settings, sd_prompts, snap64, step_reporter
 
 Position = Literal[
     "center", "top", "bottom", "left", "right", "top-left", "top-right", "bottom-left", "bottom-right"
@@ -153,9 +154,9 @@ def _edges(ctx: ToolContext, glyphs: Image.Image) -> Image.Image:
 def _stylise(ctx: ToolContext, edges: Image.Image, prompt: str, seed: int) -> Image.Image:
     options = ctx.options_of("CannyText2Image")
     positive, negative = sd_prompts(ctx, prompt, options)
-    steps, guidance = int(options.get("num_inference_steps", 20)), float(options.get("guidance_scale", 7.5))
-    with ctx.model("CannyText2Image") as controlnet:
-        return controlnet.generate(edges, positive, negative, steps, guidance, seed, step_reporter(ctx))
+    settings = diffusion_settings(options, *edges.size, steps=20)
+    item = Picture(positive, negative, seed, image=edges)  # batched with canny2image calls of its size too
+    return ctx.batched(item, settings, step_reporter(ctx), card="CannyText2Image")
 
 
 def compose_letters(art: Image.Image, mask: Image.Image, blend: float, size: int) -> Image.Image:
