@@ -103,11 +103,12 @@ class Run:
         cards = load_cards()
         return cards.with_dependencies(list(self.settings.cards)) if self.settings.cards else cards.names()
 
-    def new_orchestrator(self, max_vram: str | None = None, **settings: Any) -> Any:
-        """The cards under test; ``settings`` are fields of the project's Settings (``compile=False``, ...)."""
+    def new_orchestrator(self, max_vram: str | None = None, load: str | None = None, **settings: Any) -> Any:
+        """The cards under test (or ``load``, a --load spec); ``settings`` are fields of the project's Settings
+        (``compile=False``, ...)."""
         from orchestrator import Orchestrator
         from orchestrator.settings import Settings as Runtime  # the project's, not this file's Settings
 
         model_dir = None if self.settings.tiny else self.settings.model_dir
         runtime = Runtime.from_env(weights=self.settings.weights, model_dir=model_dir, **settings)
-        return Orchestrator(self.load_spec(), settings=runtime, max_vram=max_vram)
+        return Orchestrator(load or self.load_spec(), settings=runtime, max_vram=max_vram)

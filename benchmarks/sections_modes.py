@@ -174,7 +174,9 @@ def fp8(run: Run) -> None:
             break
         images, timing = {}, {}
         for on in (False, True):
-            orch = run.new_orchestrator(fp8=on, compile=compiled)
+            orch = run.new_orchestrator(
+                load=f"Text2Image_{s.device}", fp8=on, compile=compiled
+            )  # no draft: its LoRA
             with orch.manager.use("Text2Image") as model:
                 call = lambda m=model: m.generate(PROMPT, NEGATIVE, s.size, s.size, s.steps[0], 7.5, SEED)  # noqa: E731
                 call()

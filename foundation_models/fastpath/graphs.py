@@ -79,7 +79,11 @@ def to_channels_last(module: Any, backend: Any) -> bool:
         or kernel.is_contiguous(memory_format=torch.channels_last)
     ):
         return False
-    module.to(memory_format=torch.channels_last)
+    for (
+        layer
+    ) in module.modules():  # the convolutions alone: --fp8's Linear weights are tensor subclasses that a
+        if isinstance(layer, torch.nn.Conv2d):  # whole-module .to() cannot swap, and only 4-D weights change
+            layer.to(memory_format=torch.channels_last)
     return True
 
 
