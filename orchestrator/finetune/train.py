@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..brain.base import BrainConfig
-from ..brain.hf_local import load_chat_model, match_adapter_dtype
+from ..brain.hf_local import keep_prefix_in_generate, load_chat_model, match_adapter_dtype
 from ..errors import OrchestratorError
 from .score import tool_call_accuracy
 from .traces import read_traces
@@ -88,7 +88,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     model = trainer.model
     model.eval()
     if config.method != "freeze":
-        match_adapter_dtype(model, precision["dtype"])
+        keep_prefix_in_generate(match_adapter_dtype(model, precision["dtype"]))
     after = tool_call_accuracy(model, tokenizer, held)
     model.save_pretrained(config.out)
     tokenizer.save_pretrained(config.out)
