@@ -16,7 +16,7 @@ from orchestrator.cards import load_cards
 from orchestrator.cli import main
 from orchestrator.finetune.synth import synthesize
 from orchestrator.finetune.traces import TraceError, read_traces, write_jsonl
-from orchestrator.finetune.train import FinetuneConfig, precision_for, prepare
+from orchestrator.finetune.train import FinetuneConfig, precision_for, prepare, prompt_completions
 from orchestrator.toolbox import all_tools
 
 pytest.importorskip("peft")
@@ -61,6 +61,17 @@ def test_a_turn_is_recorded_and_exported_once(tmp_path, capsys):
     call = next(m for m in traces[0]["messages"] if m.get("tool_calls"))["tool_calls"][0]["function"]
     assert call == {"name": "text2image", "arguments": {"prompt": "a red fox"}}
     assert "wrote 1 traces" in capsys.readouterr().out
+
+
+def test_the_loss_falls_on_what_the_assistant_writes_never_on_a_tool_answer():
+    """A tool's answer names a new image the model cannot know: trained on, it teaches the model to invent names."""
+    trace = synthesize(1, TOOLS, ("en",))[0]
+    examples = prompt_completions(trace)
+    assert [e["completion"] for e in examples] == [[m] for m in trace["messages"] if m["role"] == "assistant"]
+    for example in examples:
+        assert example["prompt"] == trace["messages"][: trace["messages"].index(example["completion"][0])]
+        assert example["tools"] == trace["tools"]
+    assert not any(m["role"] == "tool" for e in examples for m in e["completion"])
 
 
 @pytest.mark.parametrize(

@@ -211,7 +211,33 @@ def _with_adapter(model: Any, config: BrainConfig) -> Any:
     if not (Path(str(config.adapter)) / "adapter_config.json").is_file():
         raise BrainError("adapter_missing", adapter=config.adapter)
     base_dtype = model.dtype
-    return match_adapter_dtype(PeftModel.from_pretrained(model, str(config.adapter)), base_dtype)
+    return keep_prefix_in_generate(
+        match_adapter_dtype(PeftModel.from_pretrained(model, str(config.adapter)), base_dtype)
+    )
+
+
+def keep_prefix_in_generate(model: Any) -> Any:
+    """A prefix-tuned peft model whose prefix reaches ``generate`` (other models as they are).
+
+    peft (0.21) hands the trained prefix to the model as ``past_key_values``; transformers 5 generates with its own
+    ``cache`` and ignores ``past_key_values`` ("Both `past_key_values` and `cache` are set ... ignoring"), so the
+    adapter silently did nothing when served or scored. The prefix becomes the cache of the first step; the copy
+    peft injects again at every later step is dropped (the cache already holds it)."""
+    config = getattr(model, "active_peft_config", None)
+    if config is None or str(getattr(config, "peft_type", "")).split(".")[-1] != "PREFIX_TUNING":
+        return model
+    prepare = model.prepare_inputs_for_generation
+
+    def with_prefix(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        inputs = prepare(*args, **kwargs)
+        if "cache" in inputs and inputs.get("past_key_values") is not None:
+            prefix = inputs.pop("past_key_values")
+            if inputs["cache"] is None or not inputs["cache"].get_seq_length():
+                inputs["cache"] = prefix
+        return inputs
+
+    model.prepare_inputs_for_generation = with_prefix
+    return model
 
 
 def match_adapter_dtype(model: Any, dtype: Any) -> Any:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..brain.base import BrainConfig
-from ..brain.hf_local import load_chat_model, match_adapter_dtype
+from ..brain.hf_local import keep_prefix_in_generate, load_chat_model, match_adapter_dtype
 from ..errors import OrchestratorError
 from .score import tool_call_accuracy
 from .traces import read_traces
@@ -88,7 +88,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     model = trainer.model
     model.eval()
     if config.method != "freeze":
-        match_adapter_dtype(model, precision["dtype"])
+        keep_prefix_in_generate(match_adapter_dtype(model, precision["dtype"]))
     after = tool_call_accuracy(model, tokenizer, held)
     model.save_pretrained(config.out)
     tokenizer.save_pretrained(config.out)
@@ -175,11 +175,16 @@ def _split(config: FinetuneConfig) -> tuple[list[dict[str, Any]], list[dict[str,
     return rows[held:], rows[:held]
 
 
-def prompt_completion(trace: dict[str, Any]) -> dict[str, Any]:
-    """A trace as TRL's conversational prompt-completion example: the loss falls on what the assistant writes."""
+def prompt_completions(trace: dict[str, Any]) -> list[dict[str, Any]]:
+    """A trace as TRL's conversational prompt-completion examples, one per assistant message (its tool calls or its
+    reply) after everything before it: the loss falls on what the assistant writes, never on a tool's answer (a
+    new image name the model cannot know, which it would otherwise learn to invent)."""
     messages = trace["messages"]
-    first = next(i for i, m in enumerate(messages) if m["role"] == "assistant")
-    return {"prompt": messages[:first], "completion": messages[first:], "tools": trace["tools"]}
+    return [
+        {"prompt": messages[:i], "completion": [m], "tools": trace["tools"]}
+        for i, m in enumerate(messages)
+        if m["role"] == "assistant" and i > 0
+    ]
 
 
 def _trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], config: FinetuneConfig,
@@ -190,7 +195,7 @@ def _trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], config: Fin
     from .progress import ProgressCallback
 
     features = Features({"prompt": List(Json()), "completion": List(Json()), "tools": List(Json())})
-    dataset = Dataset.from_list([prompt_completion(t) for t in rows], features=features)
+    dataset = Dataset.from_list([e for t in rows for e in prompt_completions(t)], features=features)
     args = SFTConfig(
         output_dir=str(config.out / "checkpoints"),
         per_device_train_batch_size=config.batch_size,
