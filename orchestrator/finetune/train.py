@@ -132,9 +132,21 @@ def prepare(model: Any, method: str, config: FinetuneConfig, precision: dict[str
     for param in model.parameters():
         if param.requires_grad:
             param.data = param.data.to(precision["trainable"])
-    if config.gradient_checkpointing and method != "qlora":
+    if checkpointing(config) and method != "qlora":
         model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still get gradients
     return model
+
+
+def checkpointing(config: FinetuneConfig) -> bool:
+    """Whether the run checkpoints activations. Never for freeze: transformers then asks gradients of the inputs,
+    so backward runs through every frozen layer too, 2.3x slower for a 7B at the same peak memory
+    (``python -m benchmarks.finetune_gpu`` on an H100, docs/benchmarks.md)."""
+    if config.gradient_checkpointing and config.method == "freeze":
+        log.warning(
+            "--gradient-checkpointing is ignored for freeze: it would slow training and save no memory"
+        )
+        return False
+    return config.gradient_checkpointing
 
 
 def _freeze_all_but_last(model: Any, layers: int) -> None:
@@ -210,7 +222,7 @@ def _trainer(model: Any, tokenizer: Any, rows: list[dict[str, Any]], config: Fin
         save_total_limit=2,
         bf16=precision["bf16"],
         fp16=precision["fp16"],
-        gradient_checkpointing=config.gradient_checkpointing and config.method != "qlora",
+        gradient_checkpointing=checkpointing(config) and config.method != "qlora",
         packing=config.packing,
         max_length=config.max_length,
         seed=config.seed,
