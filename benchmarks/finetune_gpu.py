@@ -106,9 +106,9 @@ def run_one(arch: dict[str, Any], method: str, ours: bool, steps: int, warmup: i
     if ours:
         from trl import SFTConfig, SFTTrainer
 
-        args = SFTConfig(**common, bf16=bf16, fp16=cuda and not bf16, gradient_checkpointing=True,
+        args = SFTConfig(**common, bf16=bf16, fp16=cuda and not bf16, gradient_checkpointing=method != "freeze",
                          max_length=seq, learning_rate=2e-4, dataset_kwargs={"skip_prepare_dataset": True})  # fmt: skip
-        if method != "qlora":
+        if method not in ("qlora", "freeze"):  # freeze never checkpoints (train.checkpointing)
             model.enable_input_require_grads()
         trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=_tokenizer(),
                              callbacks=[Clock()])  # fmt: skip

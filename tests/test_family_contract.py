@@ -22,7 +22,8 @@ from orchestrator.download import card_needs
 from orchestrator.engine import Orchestrator
 from orchestrator.warmup import edge_map, sample_args, synthetic_picture
 
-NOT_FAMILIES = {"family", "int8_weights", "fastpath", "tiny", "webclient"}  # helpers beside the family files
+# helpers beside the family files
+NOT_FAMILIES = {"family", "int8_weights", "fp8", "fastpath", "tiny", "webclient"}
 
 
 def family_files() -> list[str]:
