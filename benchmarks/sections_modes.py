@@ -25,19 +25,12 @@ from . import fastpath
 from .context import Run
 from .inputs import NEGATIVE, PROMPT, SEED
 from .measure import Table, free_cached, median_seconds
+from .sections_fast import RESTART_HEAD
 from .sections_load import REPO_ROOT
 
-RESTART = """
-import json, logging, sys, time
-t0 = time.perf_counter()
-logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-logging.getLogger("foundation_models").setLevel(logging.INFO)
-from orchestrator import Orchestrator
-from benchmarks import fastpath
-orch = Orchestrator("Text2Image_{device}", weights="{weights}", model_dir={model_dir!r})
-with orch.manager.use("Text2Image") as model:
-    t1 = time.perf_counter()
-    calls, state, first = 0, "eager", None
+RESTART = (
+    RESTART_HEAD
+    + """    calls, state, first = 0, "eager", None
     while calls < {max_calls}:
         state = model.compile_state  # what the next call runs: compiled graphs once this says so
         started = time.perf_counter()
@@ -54,6 +47,7 @@ print(json.dumps({{"start_s": t1 - t0, "to_compiled_s": done - first, "calls": c
                   "saved": saved.path if saved is not None and saved.done else None,
                   "saved_message": saved.message if saved is not None else None}}))
 """
+)
 
 
 def _restart_process(run: Run, cache: str, compiled: str | None, save: bool) -> dict[str, Any]:
