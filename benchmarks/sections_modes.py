@@ -1,8 +1,9 @@
 """Sections for issue 25's opt-in modes and restarts: the compiled-code file, the draft card and --fp8.
 
-``compiled_file``: two new processes, each with an empty inductor and Triton cache. The first compiles cold and
-writes the compiled-code file (what ``warmup`` does as it ends); the second is a new machine given that file.
-Each reports the seconds from its first Text2Image call until a call has run on compiled graphs.
+``compiled_file``: new processes, each with an empty inductor and Triton cache. The first compiles cold and
+writes the compiled-code file (what ``warmup`` does as it ends); the second is a new machine given that file; the
+third is given the same file without its regions compiled ahead (torch's mega-cache alone: dynamo traces every
+region again). Each reports the seconds from its first Text2Image call until a call has run on compiled graphs.
 
 ``draft``: Text2Image at its default 20 steps beside Text2ImageDraft (LCM-LoRA, 4 steps, guidance 1), same seed;
 and whether default pictures are pixel-identical before and after the draft card ran.
@@ -13,12 +14,14 @@ then (time allowing) the compiled forward, where the casts are fused.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from . import fastpath
@@ -72,23 +75,43 @@ def _restart_process(run: Run, cache: str, compiled: str | None, save: bool) -> 
     return result
 
 
+def _without_regions(path: str, folder: str) -> str:
+    """A copy of a compiled-code file with torch's mega-cache alone (no regions compiled ahead)."""
+    from foundation_models.fastpath.artifacts import MAGIC, read
+
+    header, cache, _ = read(Path(path))
+    header = {**header, "regions": [], "cache_bytes": len(cache), "bytes": len(cache),
+              "sha256": hashlib.sha256(cache).hexdigest()}  # fmt: skip
+    copy = Path(folder) / "mega-cache-only.bin"
+    copy.write_bytes(MAGIC + json.dumps(header).encode() + b"\n" + cache)
+    return str(copy)
+
+
 def compiled_file(run: Run) -> None:
     """Cold compile (empty caches) against a new machine given the compiled-code file: seconds to compiled."""
     with (
         tempfile.TemporaryDirectory(prefix="vo-cold-") as cold,
         tempfile.TemporaryDirectory(prefix="vo-new-") as new,
+        tempfile.TemporaryDirectory(prefix="vo-mega-") as mega,
     ):
         first = _restart_process(run, cold, None, save=True)
         second = _restart_process(run, new, first["saved"], save=False) if first["saved"] else None
+        third = None
+        if first["saved"] and run.settings.left() > 60:
+            third = _restart_process(run, mega, _without_regions(first["saved"], mega), save=False)
         size = os.path.getsize(first["saved"]) / 2**20 if first["saved"] else float("nan")
-    run.value("compiled_file", {"cold": first, "with_file": second, "file_mb": size})
+    run.value(
+        "compiled_file", {"cold": first, "with_file": second, "mega_cache_only": third, "file_mb": size}
+    )
     table = Table("Restart to compiled: Text2Image in a new process with empty inductor and Triton caches",
                   ["process", "start to model loaded s", "first call to a compiled call done s", "calls",
                    "compiled"],
                   note=f"Cold: no compiled-code file (a first start). With the file: a new machine given the "
                        f"{size:.0f} MB file the cold process wrote (warmup writes the same), same GPU model and "
                        "torch. The calls before the compiled one replay graphs of the eager forward.")  # fmt: skip
-    for label, row in (("cold: compiles", first), ("with the compiled-code file", second)):
+    rows = (("cold: compiles", first), ("with the compiled-code file", second),
+            ("the file without its regions compiled ahead (mega-cache only)", third))  # fmt: skip
+    for label, row in rows:
         if row is not None:
             table.add(
                 label, row["start_s"], row["to_compiled_s"], row["calls"], "yes" if row["compiled"] else "no"

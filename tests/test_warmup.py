@@ -156,6 +156,12 @@ class FakeCompiler:
             self.pending = 0
         return self.finishes
 
+    def load_artifacts(self, device=None):
+        return None  # no compiled-code file in these tests
+
+    def regions_ahead(self) -> dict:
+        return {}
+
 
 @pytest.fixture(autouse=True)
 def fast_path_defaults(monkeypatch):

@@ -14,6 +14,7 @@ background ``torch.compile`` of their blocks, owned by one ``FastPath`` per Orch
 | ``blip.py``, ``blip_inputs.py`` | BLIP's static-cache greedy decoding in graphs; what ``generate`` computes from |
 | ``memory.py``, ``inductor.py`` | out-of-memory detection; how inductor is called and where it caches |
 | ``artifacts.py`` | ``CompiledArtifacts``: compiled code as one file (torch's mega-cache), loaded before the first compile |
+| ``precompiled.py`` | ``PrecompiledRegions``: regions compiled ahead (``aot_compile``), in the file: a restart traces none |
 
 Nothing here reads the environment: the Orchestrator passes every setting in.
 """

@@ -5,11 +5,13 @@ from inductor's FX graph cache (with the Triton kernels bundled), AOT autograd's
 ``save`` writes them as one file when ``warmup`` ends; ``load`` hands them back to torch, which writes them into
 the inductor cache folder, before the first compile of a process. The file names the GPU model and torch version
 it was made with: code compiled for another one would only miss, so such a file is set aside with one log line.
-It also lists the compile helper's jobs whose code it holds, so that the helper is not started again for them.
+It also lists the compile helper's jobs whose code it holds, so that the helper is not started again for them,
+and holds the regions compiled ahead (precompiled.py; torch >= 2.10), with which a new process traces nothing.
 
     artifacts = CompiledArtifacts(folder=Path("~/.cache/visual-orchestrator/compiled"), cache_dir=inductor_dir)
     artifacts.load()          # once per process, before anything compiles (the compiler does it)
-    artifacts.save(markers)   # after warmup: everything this process compiled or loaded
+    artifacts.save(markers, regions)  # after warmup: everything this process compiled or loaded
+    artifacts.regions         # after a load: the regions compiled ahead, key -> bytes (precompiled.py)
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,9 @@ from .inductor import active_cache_dir, use_inductor_cache
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"visual-orchestrator compiled code v1\n"  # then one JSON line (the header), then torch's bytes
+MAGIC = b"visual-orchestrator compiled code v2\n"  # then one JSON line (the header), then torch's bytes, then
+# each region compiled ahead, in the header's order ("regions": [[key, bytes], ...])
+OLDER = b"visual-orchestrator compiled code v"
 HELPER_MARKERS = "compile-helper"  # the folder of the helper's job markers inside the inductor cache
 
 
@@ -69,6 +73,7 @@ class CompiledArtifacts:
         self.file = Path(file) if file is not None else None
         self.cache_dir = cache_dir
         self.loaded: Outcome | None = None  # the first load's outcome (a process loads once)
+        self.regions: dict[str, bytes] = {}  # the loaded file's regions compiled ahead (precompiled.py)
         self._lock = threading.Lock()
 
     @property
@@ -93,8 +98,10 @@ class CompiledArtifacts:
                     log.log(level, "%s", self.loaded.message)
             return self.loaded
 
-    def save(self, helper_jobs: Iterable[str] = (), device: Any = None) -> Outcome | None:
-        """Write everything this process compiled or loaded to the file (replacing it); None without a file."""
+    def save(self, helper_jobs: Iterable[str] = (), device: Any = None,
+             regions: Mapping[str, bytes] | None = None) -> Outcome | None:  # fmt: skip
+        """Write everything this process compiled or loaded to the file (replacing it), with the ``regions``
+        compiled ahead (key -> bytes); None without a file."""
         path = self.path(device)
         if path is None:
             return None
@@ -106,10 +113,13 @@ class CompiledArtifacts:
                 return Outcome(
                     str(path), False, "Nothing was compiled in this process, so no compiled code was saved."
                 )
-            payload, info = saved
+            cache, info = saved
             entries = {kind: len(keys) for kind, keys in info.artifacts.items()}
+            ahead = sorted((regions or {}).items())
+            payload = cache + b"".join(blob for _, blob in ahead)
             header = {**machine(device), "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                       "sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload), "entries": entries,
+                      "cache_bytes": len(cache), "regions": [[key, len(blob)] for key, blob in ahead],
                       "helper_jobs": sorted(set(helper_jobs))}  # fmt: skip
             partial = path.with_name(f".{path.name}.{os.getpid()}.part")
             try:
@@ -120,8 +130,10 @@ class CompiledArtifacts:
                 partial.unlink(missing_ok=True)
                 return Outcome(str(path), False, f"Could not write the compiled code to {path}: {exc}.")
         count = sum(entries.values())
-        return Outcome(str(path), True, f"Saved {count} compiled-code entries ({len(payload) / 2**20:.1f} MB) to "
-                                        f"{path}; a server started with it loads them instead of compiling.", count)  # fmt: skip
+        ahead_said = f" and {len(ahead)} regions compiled ahead" if ahead else ""
+        return Outcome(str(path), True, f"Saved {count} compiled-code entries{ahead_said} ({len(payload) / 2**20:.1f} "
+                                        f"MB) to {path}; a server started with it loads them instead of compiling.",
+                       count)  # fmt: skip
 
     def _load(self, device: Any) -> Outcome:
         path = self.path(device)
@@ -130,7 +142,7 @@ class CompiledArtifacts:
             said = f"No compiled-code file at {path}; compiling as usual." if self.file is not None else ""
             return Outcome(str(path), False, said)
         try:
-            header, payload = read(path)
+            header, payload, regions = read(path)
         except ValueError as exc:
             return Outcome(
                 str(path), False, f"{path} is not a usable compiled-code file ({exc}); compiling as usual."
@@ -156,19 +168,25 @@ class CompiledArtifacts:
         for job in header.get("helper_jobs", []):
             if re.fullmatch(r"[0-9a-f]{32}", job):
                 (markers / job).touch()  # the helper has nothing to add to these jobs: the caches hold them
+        self.regions = regions
         count = sum(len(keys) for keys in info.artifacts.values())
-        return Outcome(str(path), True, f"Loaded {count} compiled-code entries from {path} (compiled "
+        ahead_said = f" and {len(regions)} regions compiled ahead" if regions else ""
+        return Outcome(str(path), True, f"Loaded {count} compiled-code entries{ahead_said} from {path} (compiled "
                                         f"{header.get('created')}).", count)  # fmt: skip
 
 
-def read(path: Path) -> tuple[dict[str, Any], bytes]:
-    """The header and torch's bytes of a compiled-code file; ValueError (one phrase) for anything else."""
+def read(path: Path) -> tuple[dict[str, Any], bytes, dict[str, bytes]]:
+    """The header, torch's cache bytes and the regions compiled ahead (key -> bytes) of a compiled-code file;
+    ValueError (one phrase) for anything else."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ValueError(f"cannot read it: {exc.strerror or exc}") from None
     if not data.startswith(MAGIC):
-        raise ValueError("it does not start as one does")
+        older = data.startswith(OLDER)  # v1: no regions compiled ahead; the next warmup writes a new one
+        raise ValueError(
+            "an older version of this program made it" if older else "it does not start as one does"
+        )
     line, newline, payload = data[len(MAGIC) :].partition(b"\n")
     try:
         header = json.loads(line) if newline else None
@@ -178,4 +196,15 @@ def read(path: Path) -> tuple[dict[str, Any], bytes]:
         raise ValueError("its header is damaged")
     if header.get("bytes") != len(payload) or header.get("sha256") != hashlib.sha256(payload).hexdigest():
         raise ValueError("it is cut short or damaged")
-    return header, payload
+    cache_bytes = header.get("cache_bytes", len(payload))
+    listed = header.get("regions", [])
+    try:
+        sizes = [(str(key), int(size)) for key, size in listed]
+    except (TypeError, ValueError):
+        raise ValueError("its header is damaged") from None
+    if not isinstance(cache_bytes, int) or cache_bytes + sum(size for _, size in sizes) != len(payload):
+        raise ValueError("its header is damaged")
+    regions, at = {}, cache_bytes
+    for key, size in sizes:
+        regions[key], at = payload[at : at + size], at + size
+    return header, payload[:cache_bytes], regions

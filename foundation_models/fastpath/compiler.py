@@ -27,7 +27,7 @@ from .helper import CompileHelper
 from .inductor import inductor_compile
 from .memory import is_out_of_memory, reason
 from .regions import DYNAMIC_REGIONS, REGIONS, RegionCompiler
-from .torch_state import BACKGROUND_GPU_WORK
+from .torch_state import BACKGROUND_GPU_WORK, TORCH_GLOBALS
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +121,28 @@ class BackgroundCompiler:
         import torch
 
         device = next((x.device for x in example if isinstance(x, torch.Tensor) and x.is_cuda), None)
+        self.load_artifacts(device)
+
+    def load_artifacts(self, device: Any = None) -> Any:
+        """Load the compiled-code file (once per process) and its regions compiled ahead; the load's outcome
+        (artifacts.Outcome), None without a file. A bug in loading costs the head start only."""
+        if self.artifacts is None:
+            return None
+        first = self.artifacts.loaded is None
         try:
-            self.artifacts.load(device)
-        except Exception:  # a bug in loading costs the head start only
+            outcome = self.artifacts.load(device)
+            if first and self.artifacts.regions:
+                self.regions.ahead.load(self.artifacts.regions)
+        except Exception:
             log.warning("loading the compiled-code file failed; compiling as usual", exc_info=True)
+            return None
+        return outcome
+
+    def regions_ahead(self) -> dict[str, bytes]:
+        """Every region signature compiled so far, compiled ahead and serialized (precompiled.py), with those
+        loaded from the file; while no thread captures a graph or traces."""
+        with self.lock, TORCH_GLOBALS:
+            return self.regions.ahead.export()
 
     def _stop_helper_for_memory(self) -> None:
         if self.helper is not None:

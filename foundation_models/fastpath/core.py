@@ -67,13 +67,14 @@ class FastPath:
     def load_compiled(self, device: Any = None) -> Outcome | None:
         """Load the compiled-code file now (the compiler does it before its first job otherwise); None without
         a file to look for, or with the compiler off."""
-        return self.artifacts.load(device) if self.compile else None
+        return self.compiler.load_artifacts(device) if self.compile else None
 
     def save_compiled(self, device: Any = None) -> Outcome | None:
         """Write what this process compiled or loaded to the compiled-code file (``warmup`` does, as it ends)."""
-        if not self.compile:
+        if not self.compile or not self.artifacts.enabled:
             return None
-        return self.artifacts.save(self.helper.jobs_done if self.helper is not None else (), device)
+        jobs = self.helper.jobs_done if self.helper is not None else ()
+        return self.artifacts.save(jobs, device, regions=self.compiler.regions_ahead())
 
     @staticmethod
     def batch_size(waiting: int, limit: int, graphs: bool) -> int:

@@ -3,7 +3,8 @@
 The UNet's, the ControlNet's and the VAE's resnets and transformer blocks (``REGIONS``) are compiled one
 compiled function per block class and input signature, so a second module (the ControlNet, the inpainting or
 pix2pix UNet) finds its blocks compiled by the first. The glue between blocks runs eagerly, inside the same CUDA
-graph. A module without such blocks is compiled whole.
+graph. A module without such blocks is compiled whole. A region compiled ahead (precompiled.py: loaded from the
+compiled-code file) runs without dynamo tracing it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from .graphs import MAX_GRAPHS
+from .precompiled import PrecompiledRegions, missed, region_key
 from .torch_state import TORCH_GLOBALS, holding
 
 REGIONS = ("ResnetBlock2D", "Transformer2DModel")
@@ -30,6 +32,7 @@ class RegionCompiler:
         self.classes = classes
         self.dynamic = dynamic  # regions compiled for symbolic sizes: once per class, not per signature
         self.compiled_signatures: set[Any] = set()
+        self.ahead = PrecompiledRegions()  # loaded from the compiled-code file, or to be saved in it
         self._by_class: dict[type, Callable[..., Any]] = {}
         self._calling = threading.local()  # .on: this thread is inside a compiled module forward
 
@@ -86,7 +89,7 @@ class RegionCompiler:
 
         def note(block: Any, args: tuple, kwargs: dict) -> None:
             if threading.get_ident() == me:  # not a serving thread's call meanwhile
-                seen.add((type(block), region_signature(args, kwargs)))
+                seen.add(((type(block), region_signature(args, kwargs)), region_key(block, args, kwargs)))
 
         hooks = [block.register_forward_pre_hook(note, with_kwargs=True) for block in blocks]
         try:
@@ -96,7 +99,7 @@ class RegionCompiler:
         finally:
             for hook in hooks:
                 hook.remove()
-        return seen <= self.compiled_signatures
+        return all(signature in self.compiled_signatures or self.ahead.has(key) for signature, key in seen)
 
 
 class RegionForward:
@@ -108,8 +111,13 @@ class RegionForward:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.owner.in_compiled_call():
+            ahead = self.owner.ahead
+            key = region_key(self.block, args, kwargs)
             with TORCH_GLOBALS:  # this call may trace and compile: no model building meanwhile
-                out = self.compiled(self.block, *args, **kwargs)
+                out = ahead.call(key, self.block, args, kwargs)
+                if missed(out):
+                    out = self.compiled(self.block, *args, **kwargs)
+                    ahead.record(key, self.compiled, self.block, args, kwargs)
             self.owner.compiled_signatures.add((type(self.block), region_signature(args, kwargs)))
             return out
         return type(self.block).forward(self.block, *args, **kwargs)
