@@ -46,7 +46,9 @@ RESTART = (
             fastpath.wait_for_compiles(orch, 600)
     done = time.perf_counter()
     saved = orch.fastpath.save_compiled({device!r}) if {save} else None
+    save_s = time.perf_counter() - done
 print(json.dumps({{"start_s": t1 - t0, "to_compiled_s": done - first, "calls": calls, "compiled": state == "compiled",
+                  "save_s": save_s,
                   "saved": saved.path if saved is not None and saved.done else None,
                   "saved_message": saved.message if saved is not None else None}}))
 """
@@ -108,7 +110,9 @@ def compiled_file(run: Run) -> None:
                    "compiled"],
                   note=f"Cold: no compiled-code file (a first start). With the file: a new machine given the "
                        f"{size:.0f} MB file the cold process wrote (warmup writes the same), same GPU model and "
-                       "torch. The calls before the compiled one replay graphs of the eager forward.")  # fmt: skip
+                       "torch. The calls before the compiled one replay graphs of the eager forward. Writing the "
+                       f"file took {first.get('save_s', float('nan')):.1f} s after the cold process's last call "
+                       "(the regions compiled ahead included).")  # fmt: skip
     rows = (("cold: compiles", first), ("with the compiled-code file", second),
             ("the file without its regions compiled ahead (mega-cache only)", third))  # fmt: skip
     for label, row in rows:
