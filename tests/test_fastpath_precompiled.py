@@ -153,3 +153,21 @@ def test_a_region_key_names_the_class_shapes_and_kind_of_tensor():
     assert region_key(block, (x, object()), {}) is None, (
         "an input that cannot be rebuilt: never compiled ahead"
     )
+
+
+def test_a_torch_without_aot_compile_says_in_the_save_that_a_restart_still_traces(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from test_fastpath_compiler import CountingCompile
+
+    from foundation_models.fastpath import FastPath
+
+    cache = (b"torch's cache", SimpleNamespace(artifacts={"inductor": ["an entry"]}))
+    monkeypatch.setattr(torch.compiler, "save_cache_artifacts", lambda: cache)
+    fast = FastPath(compiled_file=tmp_path / "compiled.bin", compile_fn=CountingCompile())  # no aot_compile
+    net = Net().eval()
+    with torch.inference_mode():
+        fast.compiler.compiled_forward(net.forward)(torch.randn(1, 8, 8, 8), torch.randn(1, 16))
+    outcome = fast.save_compiled()
+    assert outcome.done and "this torch has no aot_compile" in outcome.message
+    assert read(tmp_path / "compiled.bin")[2] == {}, "no regions in the file"

@@ -3,6 +3,7 @@ compiled-code file)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,7 +75,14 @@ class FastPath:
         if not self.compile or not self.artifacts.enabled:
             return None
         jobs = self.helper.jobs_done if self.helper is not None else ()
-        return self.artifacts.save(jobs, device, regions=self.compiler.regions_ahead())
+        regions = self.compiler.regions_ahead()
+        outcome = self.artifacts.save(jobs, device, regions=regions)
+        ahead = getattr(getattr(self.compiler, "regions", None), "ahead", None)
+        if outcome is not None and outcome.done and not regions and getattr(ahead, "unsupported", False):
+            said = (" A restart still traces each compiled region again (seconds): this torch has no "
+                    "aot_compile to save them traced (torch 2.14 has it).")  # fmt: skip
+            outcome = dataclasses.replace(outcome, message=outcome.message + said)
+        return outcome
 
     @staticmethod
     def batch_size(waiting: int, limit: int, graphs: bool) -> int:

@@ -77,6 +77,7 @@ class PrecompiledRegions:
         self.functions: dict[str, Any] = {}  # key -> a loaded compiled function
         self.blobs: dict[str, bytes] = {}  # key -> its serialized form (loaded or exported), saved as is
         self._examples: dict[str, _Example] = {}
+        self.unsupported = False  # a region was compiled that this torch cannot compile ahead
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -90,7 +91,10 @@ class PrecompiledRegions:
         import torch
         from torch.utils._pytree import tree_flatten
 
-        if key is None or key in self.blobs or key in self._examples or not supported(compiled):
+        if key is None or key in self.blobs or key in self._examples:
+            return
+        if not supported(compiled):
+            self.unsupported = True  # this torch has no aot_compile: a restart traces the regions again
             return
         leaves, spec = tree_flatten((args, kwargs))
         described = [("tensor", tuple(x.shape), tuple(x.stride()), x.dtype, x.device, x.is_inference())
@@ -163,7 +167,9 @@ def _compile_ahead(example: _Example, block: Any) -> bytes:
     import torch
     from torch.utils._pytree import tree_unflatten
 
-    def rebuilt(leaf: tuple) -> Any:  # tracing reads shapes and the kind of tensor (guards check it), not values
+    def rebuilt(
+        leaf: tuple,
+    ) -> Any:  # tracing reads shapes and the kind of tensor (guards check it), not values
         if leaf[0] != "tensor":
             return leaf[1]
         with torch.inference_mode(leaf[5]):
