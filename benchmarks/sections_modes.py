@@ -45,10 +45,12 @@ RESTART = (
         if model.compile_state == "compiling":
             fastpath.wait_for_compiles(orch, 600)
     done = time.perf_counter()
+    from torch._dynamo.utils import counters
+    traced = counters["stats"]["unique_graphs"]  # graphs dynamo traced in this process until then
     saved = orch.fastpath.save_compiled({device!r}) if {save} else None
     save_s = time.perf_counter() - done
 print(json.dumps({{"start_s": t1 - t0, "to_compiled_s": done - first, "calls": calls, "compiled": state == "compiled",
-                  "save_s": save_s,
+                  "save_s": save_s, "traced": traced,
                   "saved": saved.path if saved is not None and saved.done else None,
                   "saved_message": saved.message if saved is not None else None}}))
 """
@@ -107,7 +109,7 @@ def compiled_file(run: Run) -> None:
     )
     table = Table("Restart to compiled: Text2Image in a new process with empty inductor and Triton caches",
                   ["process", "start to model loaded s", "first call to a compiled call done s", "calls",
-                   "compiled"],
+                   "compiled", "graphs dynamo traced"],
                   note=f"Cold: no compiled-code file (a first start). With the file: a new machine given the "
                        f"{size:.0f} MB file the cold process wrote (warmup writes the same), same GPU model and "
                        "torch. The calls before the compiled one replay graphs of the eager forward. Writing the "
@@ -117,8 +119,9 @@ def compiled_file(run: Run) -> None:
             ("the file without its regions compiled ahead (mega-cache only)", third))  # fmt: skip
     for label, row in rows:
         if row is not None:
+            compiled = "yes" if row["compiled"] else "no"
             table.add(
-                label, row["start_s"], row["to_compiled_s"], row["calls"], "yes" if row["compiled"] else "no"
+                label, row["start_s"], row["to_compiled_s"], row["calls"], compiled, row.get("traced", "?")
             )
     run.table(table)
 

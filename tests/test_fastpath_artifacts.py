@@ -54,7 +54,8 @@ print(json.dumps({"loaded": loaded and loaded.done, "saved": saved and saved.don
 
 
 def run_script(mode: str, cache: Path, file: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TORCHINDUCTOR_CACHE_DIR": str(cache)}
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])  # .ci/run's lowest torch after ours
+    env = {**os.environ, "PYTHONPATH": path, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
     result = subprocess.run([sys.executable, "-c", SCRIPT, mode, str(cache), str(file)], capture_output=True,
                             text=True, timeout=240, env=env, cwd=ROOT)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]

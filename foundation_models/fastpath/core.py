@@ -80,7 +80,7 @@ class FastPath:
         ahead = getattr(getattr(self.compiler, "regions", None), "ahead", None)
         if outcome is not None and outcome.done and not regions and getattr(ahead, "unsupported", False):
             said = (" A restart still traces each compiled region again (seconds): this torch has no "
-                    "aot_compile to save them traced (torch 2.14 has it).")  # fmt: skip
+                    "aot_compile to save them traced (torch 2.11 and newer have it).")  # fmt: skip
             outcome = dataclasses.replace(outcome, message=outcome.message + said)
         return outcome
 

@@ -22,7 +22,11 @@ def inductor_compile(
 
     use_inductor_cache(cache_dir)
     options = {"triton.autotune_pointwise": AUTOTUNE_POINTWISE}  # inductor's settings for this function only
-    return torch.compile(forward, fullgraph=True, dynamic=dynamic, options=options)
+    # The compiled function gets ``aot_compile`` (precompiled.py: a restart traces nothing) only when dynamo's
+    # flag is on as it is made (on by default in torch 2.14, off in 2.11).
+    ahead = {"enable_aot_compile": True} if hasattr(torch._dynamo.config, "enable_aot_compile") else {}
+    with torch._dynamo.config.patch(**ahead):
+        return torch.compile(forward, fullgraph=True, dynamic=dynamic, options=options)
 
 
 def use_inductor_cache(cache_dir: Path | None) -> None:

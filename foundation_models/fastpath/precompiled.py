@@ -78,6 +78,7 @@ class PrecompiledRegions:
         self.blobs: dict[str, bytes] = {}  # key -> its serialized form (loaded or exported), saved as is
         self._examples: dict[str, _Example] = {}
         self.unsupported = False  # a region was compiled that this torch cannot compile ahead
+        self._outside: set[str] = set()  # keys whose loaded guards read as outside inference mode (``_fits``)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -109,7 +110,7 @@ class PrecompiledRegions:
         function = self.functions.get(key) if key is not None else None
         if function is None:
             return _MISS
-        if not function.guard_check(block, *args, **kwargs):
+        if not self._fits(key, function, block, args, kwargs):
             if log.isEnabledFor(logging.DEBUG):
                 local = function.prepare_f_locals(block, *args, **kwargs)
                 log.debug("guards: %s", function._artifacts.guard_manager.check_verbose(local))
@@ -121,6 +122,24 @@ class PrecompiledRegions:
                 self.blobs.pop(key, None)
             return _MISS
         return function(block, *args, **kwargs)
+
+    def _fits(self, key: str, function: Any, block: Any, args: tuple, kwargs: dict) -> bool:
+        """Whether the function's guards hold for this call. torch 2.11 loads a region compiled in inference mode
+        with tensor guards that read as if compiled outside it (2.14 keeps the mode): there they are checked
+        outside it, grad off. Nothing goes unchecked: the key holds the mode and which inputs are inference
+        tensors."""
+        import torch
+
+        if key not in self._outside:
+            if function.guard_check(block, *args, **kwargs):
+                return True
+            if not torch.is_inference_mode_enabled():
+                return False
+        with torch.inference_mode(False), torch.no_grad():
+            fits = function.guard_check(block, *args, **kwargs)
+        if fits:
+            self._outside.add(key)  # this torch reads them so: the next call checks them so at once
+        return fits
 
     def export(self) -> dict[str, bytes]:
         """Every recorded region compiled ahead and serialized, with the loaded ones: key -> bytes. A region that
@@ -153,6 +172,7 @@ class PrecompiledRegions:
         for key, blob in blobs.items():
             try:
                 function = AOTCompiledFunction.deserialize(blob)
+                function.disable_guard_check()  # ``call`` checks them, once
             except Exception as exc:
                 log.warning("a region compiled ahead could not be loaded (%s: %s); it compiles as usual",
                             type(exc).__name__, str(exc)[:200])  # fmt: skip
