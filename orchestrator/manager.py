@@ -219,6 +219,7 @@ class ModelManager:
                 report(f"loading {entry.key} on {entry.device}")
             entry.state = LOADING
             started = time.perf_counter()
+            self.fastpath.prefetch_compiled(entry.device)  # the compiled-code file loads beside the model
             try:
                 with building_models():
                     entry.obj = self._family(card.family).load(self._context(card, entry.device))

@@ -159,6 +159,9 @@ class FakeCompiler:
     def load_artifacts(self, device=None):
         return None  # no compiled-code file in these tests
 
+    def prefetch(self, device) -> None:
+        pass  # ditto
+
     def regions_ahead(self) -> dict:
         return {}
 

@@ -6,7 +6,7 @@ from inductor's FX graph cache (with the Triton kernels bundled), AOT autograd's
 the inductor cache folder, before the first compile of a process. The file names the GPU model and torch version
 it was made with: code compiled for another one would only miss, so such a file is set aside with one log line.
 It also lists the compile helper's jobs whose code it holds, so that the helper is not started again for them,
-and holds the regions compiled ahead (precompiled.py; torch >= 2.10), with which a new process traces nothing.
+and holds the regions compiled ahead (precompiled.py; torch >= 2.11), with which a new process traces nothing.
 
     artifacts = CompiledArtifacts(folder=Path("~/.cache/visual-orchestrator/compiled"), cache_dir=inductor_dir)
     artifacts.load()          # once per process, before anything compiles (the compiler does it)

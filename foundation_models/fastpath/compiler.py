@@ -61,6 +61,9 @@ class BackgroundCompiler:
         self._idle = threading.Condition()
         self._thread: threading.Thread | None = None
         self._retry_until = 0.0  # when (time.monotonic()) the last job put off for room may be queued
+        self._loading = threading.Lock()  # one load of the compiled-code file at a time (``prefetch``, the worker)
+        self._prefetch: threading.Thread | None = None
+        self._prefetch_lock = threading.Lock()
 
     @property
     def budget(self) -> HelperMemoryBudget | None:
@@ -125,18 +128,35 @@ class BackgroundCompiler:
 
     def load_artifacts(self, device: Any = None) -> Any:
         """Load the compiled-code file (once per process) and its regions compiled ahead; the load's outcome
-        (artifacts.Outcome), None without a file. A bug in loading costs the head start only."""
+        (artifacts.Outcome), None without a file. A bug in loading costs the head start only. Holds the GPU-work
+        lock: loading compiled code may load GPU kernels, which no graph capture may see."""
         if self.artifacts is None:
             return None
-        first = self.artifacts.loaded is None
-        try:
-            outcome = self.artifacts.load(device)
-            if first and self.artifacts.regions:
-                self.regions.ahead.load(self.artifacts.regions)
-        except Exception:
-            log.warning("loading the compiled-code file failed; compiling as usual", exc_info=True)
-            return None
-        return outcome
+        with self._loading, self.lock:
+            first = self.artifacts.loaded is None
+            try:
+                outcome = self.artifacts.load(device)
+                if first and self.artifacts.regions:
+                    started = time.perf_counter()
+                    count = self.regions.ahead.load(self.artifacts.regions)
+                    log.info("%d regions compiled ahead ready in %.1f s", count, time.perf_counter() - started)
+            except Exception:
+                log.warning("loading the compiled-code file failed; compiling as usual", exc_info=True)
+                return None
+            return outcome
+
+    def prefetch(self, device: Any) -> None:
+        """Start loading the compiled-code file in a thread of its own (once per process; nothing without a
+        file): called as models start loading onto ``device``, so that a restarted server has the file's code
+        ready by its first call instead of loading it then."""
+        if self.artifacts is None or not self.artifacts.enabled or self.artifacts.loaded is not None:
+            return
+        with self._prefetch_lock:
+            if self._prefetch is not None:
+                return
+            self._prefetch = threading.Thread(target=self.load_artifacts, args=(device,), daemon=True,
+                                              name="visual-orchestrator-load-compiled")  # fmt: skip
+        self._prefetch.start()
 
     def regions_ahead(self) -> dict[str, bytes]:
         """Every region signature compiled so far, compiled ahead and serialized (precompiled.py), with those

@@ -70,6 +70,12 @@ class FastPath:
         a file to look for, or with the compiler off."""
         return self.compiler.load_artifacts(device) if self.compile else None
 
+    def prefetch_compiled(self, device: str) -> None:
+        """Models start loading onto ``device``: on a GPU, load the compiled-code file beside them (a thread of
+        its own), so that it is ready by the first call."""
+        if self.compile and str(device).startswith("cuda"):
+            self.compiler.prefetch(device)
+
     def save_compiled(self, device: Any = None) -> Outcome | None:
         """Write what this process compiled or loaded to the compiled-code file (``warmup`` does, as it ends)."""
         if not self.compile or not self.artifacts.enabled:

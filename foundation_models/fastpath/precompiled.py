@@ -2,8 +2,9 @@
 
 Torch's mega-cache (artifacts.py) holds inductor's compiled code, but a new process still has dynamo trace every
 region again to find it (6.7 s for the SD1.5 UNet, 1.4 s for the VAE decoder on an H100). Dynamo's ahead-of-time
-compile (``torch.compile(...).aot_compile``, torch >= 2.10) returns a compiled function with its guards and
-bytecode that serializes as bytes; loading those bytes skips tracing altogether.
+compile (``torch.compile(...).aot_compile``, torch >= 2.11; inductor.py turns on the flag 2.11 needs for it)
+returns a compiled function with its guards and bytecode that serializes as bytes; loading those bytes skips
+tracing altogether.
 
 Each (block class, input signature) a compiled module forward ran is recorded with the shapes of its inputs.
 ``export`` compiles each recorded one ahead (its code comes from inductor's cache: the live compile put it
