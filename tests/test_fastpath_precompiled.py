@@ -175,7 +175,9 @@ def test_a_torch_without_aot_compile_says_in_the_save_that_a_restart_still_trace
     assert read(tmp_path / "compiled.bin")[2] == {}, "no regions in the file"
 
 
-def test_a_server_loads_the_file_beside_its_models_so_its_first_call_finds_it_ready(saved, tmp_path, monkeypatch):
+def test_a_server_loads_the_file_beside_its_models_so_its_first_call_finds_it_ready(
+    saved, tmp_path, monkeypatch
+):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))  # the load points inductor there
     compiler = BackgroundCompiler(artifacts=CompiledArtifacts(file=saved, cache_dir=tmp_path / "cache"))
     compiler.prefetch("cpu")  # what the model manager does as a model starts loading onto a GPU

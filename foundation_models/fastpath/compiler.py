@@ -61,7 +61,9 @@ class BackgroundCompiler:
         self._idle = threading.Condition()
         self._thread: threading.Thread | None = None
         self._retry_until = 0.0  # when (time.monotonic()) the last job put off for room may be queued
-        self._loading = threading.Lock()  # one load of the compiled-code file at a time (``prefetch``, the worker)
+        self._loading = (
+            threading.Lock()
+        )  # one load of the compiled-code file at a time (``prefetch``, the worker)
         self._prefetch: threading.Thread | None = None
         self._prefetch_lock = threading.Lock()
 
@@ -139,7 +141,9 @@ class BackgroundCompiler:
                 if first and self.artifacts.regions:
                     started = time.perf_counter()
                     count = self.regions.ahead.load(self.artifacts.regions)
-                    log.info("%d regions compiled ahead ready in %.1f s", count, time.perf_counter() - started)
+                    log.info(
+                        "%d regions compiled ahead ready in %.1f s", count, time.perf_counter() - started
+                    )
             except Exception:
                 log.warning("loading the compiled-code file failed; compiling as usual", exc_info=True)
                 return None
