@@ -101,6 +101,18 @@ def test_a_file_from_another_gpu_or_torch_is_set_aside_with_one_line(tmp_path, c
     assert torch.__version__ in message
 
 
+def test_a_file_made_with_another_diffusers_is_set_aside_with_one_line(tmp_path, caplog, monkeypatch):
+    from foundation_models.fastpath.artifacts import machine
+
+    calls = []
+    monkeypatch.setattr(torch.compiler, "load_cache_artifacts", lambda data: calls.append(data))
+    file = written(tmp_path / "here.bin", {**machine(), "diffusers": "0.1.0"})  # this GPU and torch
+    outcome, records = load_logged(CompiledArtifacts(file=file, cache_dir=tmp_path / "cache"), caplog)
+    assert not outcome.done and not calls, "code traced from another diffusers never runs"
+    assert [r.levelname for r in records] == ["WARNING"]
+    assert "compiled with diffusers 0.1.0, not this" in records[0].getMessage()
+
+
 @pytest.mark.parametrize(
     "damage",
     [lambda d: d[: len(d) - 3], lambda d: b"PK\x03\x04" + d[4:], lambda d: d.replace(b'"bytes"', b'"byte')],

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers.models.resnet import ResnetBlock2D
+from diffusers.models.transformers.transformer_2d import Transformer2DModel
 
 from foundation_models.fastpath.artifacts import MAGIC, CompiledArtifacts, machine, read
 from foundation_models.fastpath.compiler import BackgroundCompiler
@@ -28,15 +29,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class Net(torch.nn.Module):
-    """Two diffusers blocks with glue between them, as in a UNet (the script's processes import it from here)."""
+    """Three diffusers blocks with glue between them, as in a UNet: two resnets and a transformer, whose attention
+    processor dynamo guards by its code's id (the script's processes import it from here)."""
 
     def __init__(self, groups: int = 4):
         super().__init__()
         self.a = ResnetBlock2D(in_channels=8, out_channels=8, temb_channels=16, groups=groups)
         self.b = ResnetBlock2D(in_channels=8, out_channels=8, temb_channels=16, groups=groups)
+        self.c = Transformer2DModel(num_attention_heads=2, attention_head_dim=4, in_channels=8, norm_num_groups=4,
+                                    cross_attention_dim=16)  # fmt: skip
 
     def forward(self, x, t):
-        return self.b(self.a(x, t) * 2, t)
+        y = self.b(self.a(x, t) * 2, t)
+        return self.c(y, encoder_hidden_states=t.unsqueeze(1), return_dict=False)[0]
 
 
 # One process: compile Net's regions through the background compiler's region compiler, then save or load the file.
@@ -87,14 +92,18 @@ def saved(tmp_path_factory) -> Path:
     file = folder / "compiled.bin"
     first = run_script("save", folder / "cache-a", file)
     assert first["traced"] >= 1 and first["max_diff"] < 1e-5
-    # the first block's input is the caller's tensor, the second's one made in inference mode: two signatures
-    assert "and 2 regions compiled ahead" in first["message"], first["message"]
+    # the first resnet's input is the caller's tensor, the second's one made in inference mode: two signatures;
+    # and the transformer's
+    assert "and 3 regions compiled ahead" in first["message"], first["message"]
+    assert any(key.startswith("diffusers.models.transformers.") for key in read(file)[2]), (
+        "the transformer too"
+    )
     return file
 
 
 def test_a_new_process_given_the_file_traces_nothing_before_its_compiled_call(saved, tmp_path):
     second = run_script("load", tmp_path / "empty-cache", saved)
-    assert "and 2 regions compiled ahead" in second["message"]
+    assert "and 3 regions compiled ahead" in second["message"]
     assert second["traced"] == 0, "dynamo traced a region the file holds"
     assert second["max_diff"] < 1e-5
 
@@ -107,7 +116,7 @@ def test_a_region_whose_guards_do_not_hold_compiles_as_usual_and_answers_right(s
     other = Net(groups=2).eval()  # the same input shapes (so the same key), another block configuration
     x, t = torch.randn(1, 8, 8, 8), torch.randn(1, 16)
     compiler = BackgroundCompiler()
-    assert compiler.regions.ahead.load(blobs(saved)) == 2
+    assert compiler.regions.ahead.load(blobs(saved)) == 3
     forward = compiler.compiled_forward(other.forward)
     with (
         caplog.at_level(logging.INFO, logger="foundation_models.fastpath.precompiled"),
@@ -116,8 +125,11 @@ def test_a_region_whose_guards_do_not_hold_compiles_as_usual_and_answers_right(s
         y = forward(x, t)
         expected = Net.forward(other, x, t)
     assert float((y - expected).abs().max()) < 1e-5
-    assert any("does not fit this ResnetBlock2D" in r.getMessage() for r in caplog.records)
-    assert len(compiler.regions.ahead) < 2, "a function that does not fit is dropped, not tried again"
+    misfits = [r.getMessage() for r in caplog.records if "does not fit this ResnetBlock2D" in r.getMessage()]
+    assert misfits and "num_groups" in misfits[0], "the line names the guard that failed"
+    assert len(compiler.regions.ahead) == 1, (
+        "the resnets' do not fit and are dropped; the transformer's stays"
+    )
 
 
 def test_bytes_another_torch_cannot_read_are_one_line_and_the_rest_loads(saved, caplog):
@@ -126,7 +138,7 @@ def test_bytes_another_torch_cannot_read_are_one_line_and_the_rest_loads(saved, 
     regions[first] = b"not a compiled function"
     ahead = PrecompiledRegions()
     with caplog.at_level(logging.WARNING, logger="foundation_models.fastpath.precompiled"):
-        assert ahead.load(regions) == 1
+        assert ahead.load(regions) == 2
     assert len(caplog.records) == 1 and "could not be loaded" in caplog.records[0].getMessage()
     assert not ahead.has(first)
 
@@ -183,6 +195,6 @@ def test_a_server_loads_the_file_beside_its_models_so_its_first_call_finds_it_re
     compiler.prefetch("cpu")  # what the model manager does as a model starts loading onto a GPU
     compiler.prefetch("cpu")  # a second model: the same load, not another
     compiler._prefetch.join(120)
-    assert compiler.artifacts.loaded.done and "2 regions compiled ahead" in compiler.artifacts.loaded.message
-    assert len(compiler.regions.ahead) == 2, "the regions are ready before any call or compile job"
+    assert compiler.artifacts.loaded.done and "3 regions compiled ahead" in compiler.artifacts.loaded.message
+    assert len(compiler.regions.ahead) == 3, "the regions are ready before any call or compile job"
     assert not compiler.busy()

@@ -58,6 +58,15 @@ def machine(device: Any = None) -> dict[str, str]:
     return {"gpu": gpu, "torch": torch.__version__}
 
 
+def _diffusers() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("diffusers")
+    except PackageNotFoundError:
+        return "none"
+
+
 def file_name(key: dict[str, str]) -> str:
     """``nvidia-h100-80gb-hbm3-torch2.11.0-cu130.bin``: the default file's name for this GPU and torch."""
     slug = re.sub(r"[^a-z0-9.]+", "-", f"{key['gpu']}-torch{key['torch']}".lower()).strip("-")
@@ -117,7 +126,8 @@ class CompiledArtifacts:
             entries = {kind: len(keys) for kind, keys in info.artifacts.items()}
             ahead = sorted((regions or {}).items())
             payload = cache + b"".join(blob for _, blob in ahead)
-            header = {**machine(device), "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            header = {**machine(device), "diffusers": _diffusers(),
+                      "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                       "sha256": hashlib.sha256(payload).hexdigest(), "bytes": len(payload), "entries": entries,
                       "cache_bytes": len(cache), "regions": [[key, len(blob)] for key, blob in ahead],
                       "helper_jobs": sorted(set(helper_jobs))}  # fmt: skip
@@ -152,6 +162,11 @@ class CompiledArtifacts:
             return Outcome(str(path), False, f"{path} holds code compiled on {header.get('gpu')} with torch "
                                              f"{header.get('torch')}, not this {here['gpu']} with torch "
                                              f"{here['torch']}; compiling as usual.")  # fmt: skip
+        if (
+            header.get("diffusers", _diffusers()) != _diffusers()
+        ):  # its regions hold code traced from diffusers
+            return Outcome(str(path), False, f"{path} holds code compiled with diffusers {header['diffusers']}, not "
+                                             f"this {_diffusers()}; compiling as usual.")  # fmt: skip
         import torch
 
         use_inductor_cache(self.cache_dir)  # torch writes the entries into the folder inductor reads

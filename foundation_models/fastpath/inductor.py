@@ -25,6 +25,10 @@ def inductor_compile(
     # The compiled function gets ``aot_compile`` (precompiled.py: a restart traces nothing) only when dynamo's
     # flag is on as it is made (on by default in torch 2.14, off in 2.11).
     ahead = {"enable_aot_compile": True} if hasattr(torch._dynamo.config, "enable_aot_compile") else {}
+    if ahead:  # which guards a compile ahead saves (precompiled.py); a live compile keeps them all
+        from .precompiled import guard_filter
+
+        options["guard_filter_fn"] = guard_filter
     with torch._dynamo.config.patch(**ahead):
         return torch.compile(forward, fullgraph=True, dynamic=dynamic, options=options)
 

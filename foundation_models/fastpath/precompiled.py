@@ -29,6 +29,21 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _MISS = object()
+_AHEAD = threading.local()  # .on: this thread compiles a region ahead (``_compile_ahead``)
+
+
+def guard_filter(entries: Any) -> list[bool]:
+    """Dynamo's guard filter for the fast path's compiles (inductor.py passes it to ``torch.compile``): a live
+    compile keeps every guard; one ahead keeps those that can be saved, as ``aot_compile``'s own filter would
+    (that one is set only where none is given, and it misses the guards that check by id underneath, such as
+    the one on the code of an attention processor's ``__call__``: saving them raises a PackageError)."""
+    if not getattr(_AHEAD, "on", False):
+        return [True] * len(entries)
+    from torch._dynamo.guards import CheckFunctionManager
+
+    unsaved = set(CheckFunctionManager.UNSUPPORTED_SERIALIZATION_GUARD_TYPES)
+    return [not (g.is_global or g.guard_type in unsaved or unsaved.intersection(g.derived_guard_types))
+            for g in entries]  # fmt: skip
 
 
 def supported(compiled: Any) -> bool:
@@ -112,12 +127,8 @@ class PrecompiledRegions:
         if function is None:
             return _MISS
         if not self._fits(key, function, block, args, kwargs):
-            if log.isEnabledFor(logging.DEBUG):
-                local = function.prepare_f_locals(block, *args, **kwargs)
-                log.debug("guards: %s", function._artifacts.guard_manager.check_verbose(local))
-            log.info(
-                "a region compiled ahead does not fit this %s; it compiles as usual", type(block).__name__
-            )
+            log.info("a region compiled ahead does not fit this %s (%s); it compiles as usual",
+                     type(block).__name__, _failed_guard(function, block, args, kwargs))  # fmt: skip
             with self._lock:
                 self.functions.pop(key, None)
                 self.blobs.pop(key, None)
@@ -184,6 +195,24 @@ class PrecompiledRegions:
         return loaded
 
 
+def _failed_guard(function: Any, block: Any, args: tuple, kwargs: dict) -> str:
+    """The guard that failed, as dynamo words it; in inference mode also as checked outside it, which is how
+    ``_fits`` last checked (torch 2.11 reads every inference tensor's guard as failing inside it)."""
+    import torch
+
+    local = function.prepare_f_locals(block, *args, **kwargs)
+
+    def failed() -> str:  # the guard's code without the source line dynamo appends after "#"
+        parts = function._artifacts.guard_manager.check_verbose(local).verbose_code_parts
+        return "; ".join(part.split("  #")[0].strip() for part in parts)
+
+    words = failed()
+    if torch.is_inference_mode_enabled():
+        with torch.inference_mode(False), torch.no_grad():
+            words += f"; outside inference mode: {failed()}"
+    return words[:500]
+
+
 def _compile_ahead(example: _Example, block: Any) -> bytes:
     import torch
     from torch.utils._pytree import tree_unflatten
@@ -201,11 +230,13 @@ def _compile_ahead(example: _Example, block: Any) -> bytes:
     # The block's own attributes go into its guards' saved state, and its patched forward (a RegionForward, which
     # holds locks) cannot be saved: the class's forward stands in while it compiles, under the callers' locks.
     patched = block.__dict__.pop("forward", _MISS)
+    _AHEAD.on = True
     try:
         with torch.inference_mode() if example.inference else torch.no_grad():
             function = example.compiled.aot_compile(((block, *args), kwargs))
         return type(function).serialize(function).serialized_data
     finally:
+        _AHEAD.on = False
         if patched is not _MISS:
             block.__dict__["forward"] = patched
 
