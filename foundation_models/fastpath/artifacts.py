@@ -162,11 +162,10 @@ class CompiledArtifacts:
             return Outcome(str(path), False, f"{path} holds code compiled on {header.get('gpu')} with torch "
                                              f"{header.get('torch')}, not this {here['gpu']} with torch "
                                              f"{here['torch']}; compiling as usual.")  # fmt: skip
-        if (
-            header.get("diffusers", _diffusers()) != _diffusers()
-        ):  # its regions hold code traced from diffusers
+        diffusers = _diffusers()  # the regions compiled ahead hold code traced from its blocks
+        if header.get("diffusers", diffusers) != diffusers:
             return Outcome(str(path), False, f"{path} holds code compiled with diffusers {header['diffusers']}, not "
-                                             f"this {_diffusers()}; compiling as usual.")  # fmt: skip
+                                             f"this {diffusers}; compiling as usual.")  # fmt: skip
         import torch
 
         use_inductor_cache(self.cache_dir)  # torch writes the entries into the folder inductor reads

@@ -61,10 +61,7 @@ class BackgroundCompiler:
         self._idle = threading.Condition()
         self._thread: threading.Thread | None = None
         self._retry_until = 0.0  # when (time.monotonic()) the last job put off for room may be queued
-        self._loading = (
-            threading.Lock()
-        )  # one load of the compiled-code file at a time (``prefetch``, the worker)
-        self._prefetch: threading.Thread | None = None
+        self._prefetch: threading.Thread | None = None  # the compiled-code file's load beside the models
         self._prefetch_lock = threading.Lock()
 
     @property
@@ -131,10 +128,11 @@ class BackgroundCompiler:
     def load_artifacts(self, device: Any = None) -> Any:
         """Load the compiled-code file (once per process) and its regions compiled ahead; the load's outcome
         (artifacts.Outcome), None without a file. A bug in loading costs the head start only. Holds the GPU-work
-        lock: loading compiled code may load GPU kernels, which no graph capture may see."""
+        lock (which also keeps ``prefetch`` and the worker from loading at once): loading compiled code may load GPU
+        kernels, which no graph capture may see."""
         if self.artifacts is None:
             return None
-        with self._loading, self.lock:
+        with self.lock:
             first = self.artifacts.loaded is None
             try:
                 outcome = self.artifacts.load(device)
