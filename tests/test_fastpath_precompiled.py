@@ -3,7 +3,7 @@
 Checked for real with inductor's C++ backend on two small diffusers ResnetBlock2D blocks: one process compiles them
 region by region, as the fast path does, and saves the compiled-code file; a new process with an empty inductor
 cache loads it and runs the compiled forward with dynamo tracing nothing. A region whose guards do not hold for a
-block (another configuration, same input shapes), bytes another torch cannot read and an older file are each one
+block (the same inputs and submodules, another attribute), bytes another torch cannot read and an older file are each one
 log line, and the call still gets the right answer.
 """
 
@@ -32,10 +32,12 @@ class Net(torch.nn.Module):
     """Three diffusers blocks with glue between them, as in a UNet: two resnets and a transformer, whose attention
     processor dynamo guards by its code's id (the script's processes import it from here)."""
 
-    def __init__(self, groups: int = 4):
+    def __init__(self, groups: int = 4, scale: float = 1.0):
         super().__init__()
-        self.a = ResnetBlock2D(in_channels=8, out_channels=8, temb_channels=16, groups=groups)
-        self.b = ResnetBlock2D(in_channels=8, out_channels=8, temb_channels=16, groups=groups)
+        self.a = ResnetBlock2D(in_channels=8, out_channels=8, temb_channels=16, groups=groups,
+                               output_scale_factor=scale)  # fmt: skip
+        self.b = ResnetBlock2D(in_channels=8, out_channels=8, temb_channels=16, groups=groups,
+                               output_scale_factor=scale)  # fmt: skip
         self.c = Transformer2DModel(num_attention_heads=2, attention_head_dim=4, in_channels=8, norm_num_groups=4,
                                     cross_attention_dim=16)  # fmt: skip
 
@@ -113,7 +115,7 @@ def blobs(file: Path) -> dict[str, bytes]:
 
 
 def test_a_region_whose_guards_do_not_hold_compiles_as_usual_and_answers_right(saved, caplog):
-    other = Net(groups=2).eval()  # the same input shapes (so the same key), another block configuration
+    other = Net(scale=2.0).eval()  # the same inputs and submodules (so the same key), another plain attribute
     x, t = torch.randn(1, 8, 8, 8), torch.randn(1, 16)
     compiler = BackgroundCompiler()
     assert compiler.regions.ahead.load(blobs(saved)) == 3
@@ -126,7 +128,7 @@ def test_a_region_whose_guards_do_not_hold_compiles_as_usual_and_answers_right(s
         expected = Net.forward(other, x, t)
     assert float((y - expected).abs().max()) < 1e-5
     misfits = [r.getMessage() for r in caplog.records if "does not fit this ResnetBlock2D" in r.getMessage()]
-    assert misfits and "num_groups" in misfits[0], "the line names the guard that failed"
+    assert misfits and "output_scale_factor" in misfits[0], "the line names the guard that failed"
     assert len(compiler.regions.ahead) == 1, (
         "the resnets' do not fit and are dropped; the transformer's stays"
     )
@@ -164,6 +166,9 @@ def test_a_region_key_names_the_class_shapes_and_kind_of_tensor():
     assert key.startswith("diffusers.models.resnet.ResnetBlock2D|") and "(1, 8, 8, 8)/(512, 64, 8, 1)" in key
     assert inference != key, "guards tell an inference tensor from another: so does the key"
     assert region_key(block, (x, t), {"scale": 1.0}) != region_key(block, (x, t), {"scale": 2.0})
+    other = ResnetBlock2D(in_channels=8, out_channels=8, temb_channels=16, groups=2)
+    assert region_key(other, (x, t), {}) != key, "another group count: a key of its own, not a misfit"
+    assert region_key(block.half(), (x, t), {}) != key, "half-precision weights: a key of its own"
     assert region_key(block, (x, object()), {}) is None, (
         "an input that cannot be rebuilt: never compiled ahead"
     )

@@ -61,8 +61,8 @@ def region_key(block: Any, args: tuple, kwargs: dict) -> str | None:
     from torch.utils._pytree import tree_flatten
 
     leaves, spec = tree_flatten((args, kwargs))
-    parts: list[str] = [f"{type(block).__module__}.{type(block).__qualname__}", str(spec),
-                        f"inference={torch.is_inference_mode_enabled()}"]  # fmt: skip
+    parts: list[str] = [f"{type(block).__module__}.{type(block).__qualname__}", f"block={block_digest(block)}",
+                        str(spec), f"inference={torch.is_inference_mode_enabled()}"]  # fmt: skip
     for leaf in leaves:
         if isinstance(leaf, torch.Tensor):
             kind = "/inference" if leaf.is_inference() else ""  # the guards check it
@@ -72,6 +72,25 @@ def region_key(block: Any, args: tuple, kwargs: dict) -> str | None:
         else:
             return None
     return "|".join(parts)
+
+
+_STRUCTURES: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()  # block -> its repr, made once
+
+
+def block_digest(block: Any) -> str:
+    """A digest of what a block's guards read beside its inputs: its submodules' configuration (the module
+    ``repr``) and every parameter's and buffer's shape, strides, dtype, device and grad flag. Blocks of one class
+    with the same inputs but another configuration (a shortcut conv, another group count, half precision) get
+    keys of their own, so one's code is never tried on another, and each is compiled ahead."""
+    import hashlib
+
+    text = _STRUCTURES.get(block)
+    if text is None:
+        text = _STRUCTURES[block] = repr(block)
+    tensors = [*block.named_parameters(), *block.named_buffers()]
+    meta = ";".join(f"{name}:{tuple(t.shape)}/{t.stride()}/{t.dtype}/{t.device}/{t.requires_grad}"
+                    for name, t in tensors)  # fmt: skip
+    return hashlib.sha1(f"{text}|{meta}".encode()).hexdigest()[:16]
 
 
 @dataclass
