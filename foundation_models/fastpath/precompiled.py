@@ -74,23 +74,29 @@ def region_key(block: Any, args: tuple, kwargs: dict) -> str | None:
     return "|".join(parts)
 
 
-_STRUCTURES: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()  # block -> its repr, made once
+_DIGESTS: weakref.WeakKeyDictionary[Any, tuple[Any, str]] = weakref.WeakKeyDictionary()  # block -> (token, digest)
 
 
 def block_digest(block: Any) -> str:
     """A digest of what a block's guards read beside its inputs: its submodules' configuration (the module
     ``repr``) and every parameter's and buffer's shape, strides, dtype, device and grad flag. Blocks of one class
     with the same inputs but another configuration (a shortcut conv, another group count, half precision) get
-    keys of their own, so one's code is never tried on another, and each is compiled ahead."""
+    keys of their own, so one's code is never tried on another, and each is compiled ahead. Made once per block
+    and again when its first parameter moves or changes dtype (a call costs a lookup, not a walk of the block);
+    a change it misses costs a misfit, which the guards catch, never a wrong answer."""
     import hashlib
 
-    text = _STRUCTURES.get(block)
-    if text is None:
-        text = _STRUCTURES[block] = repr(block)
+    first = next(block.parameters(), None)
+    token = None if first is None else (first.device, first.dtype, first.requires_grad, first.stride())
+    cached = _DIGESTS.get(block)
+    if cached is not None and cached[0] == token:
+        return cached[1]
     tensors = [*block.named_parameters(), *block.named_buffers()]
     meta = ";".join(f"{name}:{tuple(t.shape)}/{t.stride()}/{t.dtype}/{t.device}/{t.requires_grad}"
                     for name, t in tensors)  # fmt: skip
-    return hashlib.sha1(f"{text}|{meta}".encode()).hexdigest()[:16]
+    digest = hashlib.sha1(f"{block!r}|{meta}".encode()).hexdigest()[:16]
+    _DIGESTS[block] = (token, digest)
+    return digest
 
 
 @dataclass
