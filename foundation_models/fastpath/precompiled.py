@@ -74,7 +74,8 @@ def region_key(block: Any, args: tuple, kwargs: dict) -> str | None:
     return "|".join(parts)
 
 
-_DIGESTS: weakref.WeakKeyDictionary[Any, tuple[Any, str]] = weakref.WeakKeyDictionary()  # block -> (token, digest)
+# block -> (its first parameter's device, dtype, grad flag and strides; its digest)
+_DIGESTS: weakref.WeakKeyDictionary[Any, tuple[Any, str]] = weakref.WeakKeyDictionary()
 
 
 def block_digest(block: Any) -> str:
