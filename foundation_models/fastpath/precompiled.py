@@ -6,7 +6,8 @@ compile (``torch.compile(...).aot_compile``, torch >= 2.11; inductor.py turns on
 returns a compiled function with its guards and bytecode that serializes as bytes; loading those bytes skips
 tracing altogether.
 
-Each (block class, input signature) a compiled module forward ran is recorded with the shapes of its inputs.
+Each (block class and configuration, input signature) a compiled module forward ran is recorded with the shapes
+of its inputs.
 ``export`` compiles each recorded one ahead (its code comes from inductor's cache: the live compile put it
 there) and returns the bytes; ``load`` turns bytes from the compiled-code file back into functions, and
 ``call`` runs a region through one when its signature and guards match (else the caller compiles as usual).
