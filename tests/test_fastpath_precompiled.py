@@ -3,7 +3,7 @@
 Checked for real with inductor's C++ backend on two small diffusers ResnetBlock2D blocks: one process compiles them
 region by region, as the fast path does, and saves the compiled-code file; a new process with an empty inductor
 cache loads it and runs the compiled forward with dynamo tracing nothing. A region whose guards do not hold for a
-block (the same inputs and submodules, another attribute), bytes another torch cannot read and an older file are each one
+block (an attribute set after its key was made), bytes another torch cannot read and an older file are each one
 log line, and the call still gets the right answer.
 """
 
@@ -23,7 +23,7 @@ from diffusers.models.transformers.transformer_2d import Transformer2DModel
 
 from foundation_models.fastpath.artifacts import MAGIC, CompiledArtifacts, machine, read
 from foundation_models.fastpath.compiler import BackgroundCompiler
-from foundation_models.fastpath.precompiled import PrecompiledRegions, region_key
+from foundation_models.fastpath.precompiled import PrecompiledRegions, block_digest, region_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,7 +115,10 @@ def blobs(file: Path) -> dict[str, bytes]:
 
 
 def test_a_region_whose_guards_do_not_hold_compiles_as_usual_and_answers_right(saved, caplog):
-    other = Net(scale=2.0).eval()  # the same inputs and submodules (so the same key), another plain attribute
+    other = Net().eval()
+    for block in (other.a, other.b):  # the key is made, then an attribute is set that it does not see again
+        block_digest(block)
+        block.output_scale_factor = 2.0
     x, t = torch.randn(1, 8, 8, 8), torch.randn(1, 16)
     compiler = BackgroundCompiler()
     assert compiler.regions.ahead.load(blobs(saved)) == 3
@@ -168,6 +171,15 @@ def test_a_region_key_names_the_class_shapes_and_kind_of_tensor():
     assert region_key(block, (x, t), {"scale": 1.0}) != region_key(block, (x, t), {"scale": 2.0})
     other = ResnetBlock2D(in_channels=8, out_channels=8, temb_channels=16, groups=2)
     assert region_key(other, (x, t), {}) != key, "another group count: a key of its own, not a misfit"
+    with torch.inference_mode():
+        twin = ResnetBlock2D(in_channels=8, out_channels=8, temb_channels=16, groups=4)
+        assert region_key(twin, (x, t), {}) == key, (
+            "another block of the same configuration finds the same code"
+        )
+        scaled = ResnetBlock2D(
+            in_channels=8, out_channels=8, temb_channels=16, groups=4, output_scale_factor=2.0
+        )
+        assert region_key(scaled, (x, t), {}) != key, "another plain attribute: a key of its own"
     assert region_key(block.half(), (x, t), {}) != key, "half-precision weights: a key of its own"
     assert region_key(block, (x, object()), {}) is None, (
         "an input that cannot be rebuilt: never compiled ahead"

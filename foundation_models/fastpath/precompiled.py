@@ -81,11 +81,13 @@ _DIGESTS: weakref.WeakKeyDictionary[Any, tuple[Any, str]] = weakref.WeakKeyDicti
 
 def block_digest(block: Any) -> str:
     """A digest of what a block's guards read beside its inputs: its submodules' configuration (the module
-    ``repr``) and every parameter's and buffer's shape, strides, dtype, device and grad flag. Blocks of one class
-    with the same inputs but another configuration (a shortcut conv, another group count, half precision) get
-    keys of their own, so one's code is never tried on another, and each is compiled ahead. Made once per block
-    and again when its first parameter moves or changes dtype (a call costs a lookup, not a walk of the block);
-    a change it misses costs a misfit, which the guards catch, never a wrong answer."""
+    ``repr``), every submodule's plain public attributes (numbers, strings, flags and tuples of them, such as
+    ``output_scale_factor`` or ``training``) and every parameter's and buffer's shape, strides, dtype, device and
+    grad flag. Blocks of one class with the same inputs but another configuration (a shortcut conv, another group
+    count, another output scale, half precision) get keys of their own, so one's code is never tried on another,
+    and each is compiled ahead. Made once per block and again when its first parameter moves or changes dtype (a
+    call costs a lookup, not a walk of the block); a change it misses (an attribute set afterwards) costs a
+    misfit, which the guards catch, never a wrong answer."""
     import hashlib
 
     first = next(block.parameters(), None)
@@ -96,9 +98,19 @@ def block_digest(block: Any) -> str:
     tensors = [*block.named_parameters(), *block.named_buffers()]
     meta = ";".join(f"{name}:{tuple(t.shape)}/{t.stride()}/{t.dtype}/{t.device}/{t.requires_grad}"
                     for name, t in tensors)  # fmt: skip
-    digest = hashlib.sha1(f"{block!r}|{meta}".encode()).hexdigest()[:16]
+    attributes = ";".join(f"{name}.{attr}={value!r}" for name, module in block.named_modules()
+                          for attr, value in sorted(vars(module).items())
+                          if not attr.startswith("_") and _plain(value))  # fmt: skip
+    digest = hashlib.sha1(f"{block!r}|{meta}|{attributes}".encode()).hexdigest()[:16]
     _DIGESTS[block] = (token, digest)
     return digest
+
+
+def _plain(value: Any) -> bool:
+    """A value whose ``repr`` is the same in every process: what a guard on a module attribute compares."""
+    if isinstance(value, (tuple, list)):
+        return all(_plain(item) for item in value)
+    return value is None or isinstance(value, (bool, int, float, str))
 
 
 @dataclass
