@@ -43,26 +43,38 @@ print(json.dumps({{"start_s": t1 - t0, "warmup_s": t2 - t1, "first_compiled_call
 )
 
 
-def restart(run: Run) -> None:
-    """A new process with the inductor cache the latency section filled: how long until compiled graphs."""
+def restart_code(template: str, run: Run, **extra: Any) -> str:
+    """A restart script (``RESTART_HEAD`` and what follows it) for this run's settings."""
     s = run.settings
     model_dir = None if s.tiny else str(s.model_dir)
-    code = RESTART.format(device=s.device, weights=s.weights, model_dir=model_dir, prompt=PROMPT, negative=NEGATIVE,
-                          size=s.size, steps=s.steps[0], seed=SEED)  # fmt: skip
-    # this process's compiles first: a restart measured beside them shares the CPUs and the GPU with them
-    waited, _ = seconds(lambda: fastpath.wait_for_compiles(run.orchestrator, max(60.0, s.left() / 2)))
-    run.value("restart_waited_for_compiler_s", waited)
+    return template.format(device=s.device, weights=s.weights, model_dir=model_dir, prompt=PROMPT,
+                           negative=NEGATIVE, size=s.size, steps=s.steps[0], seed=SEED, **extra)  # fmt: skip
+
+
+def run_restart(run: Run, code: str, env: dict[str, str], keep: int) -> dict[str, Any]:
+    """Run a restart script in a new process: its JSON line, the process's seconds and its first ``keep`` log
+    lines about compiling (what it compiled, and where: the helper, the cache or the compiled-code file)."""
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
-                         env=dict(os.environ), timeout=max(60.0, s.left()))  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, env=env,
+                         timeout=max(60.0, run.settings.left()))  # fmt: skip
     if out.returncode != 0:
-        raise RuntimeError(
-            out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "restart run failed"
-        )
+        tail = out.stderr.strip().splitlines()
+        raise RuntimeError(tail[-1] if tail else "restart run failed")
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["process_s"] = time.perf_counter() - started
-    # what it compiled, and where (the helper, or this process from the cache)
-    result["log"] = [line for line in out.stderr.splitlines() if "compil" in line][:20]
+    result["log"] = [line for line in out.stderr.splitlines() if "compil" in line.lower()][:keep]
+    return result
+
+
+def restart(run: Run) -> None:
+    """A new process with the inductor cache the latency section filled: how long until compiled graphs."""
+    # this process's compiles first (when an earlier section made ours): a restart measured beside them shares
+    # the CPUs and the GPU with them
+    if run.orchestrator is not None:
+        timeout = max(60.0, run.settings.left() / 2)
+        waited, _ = seconds(lambda: fastpath.wait_for_compiles(run.orchestrator, timeout))
+        run.value("restart_waited_for_compiler_s", waited)
+    result = run_restart(run, restart_code(RESTART, run), dict(os.environ), keep=20)
     run.value("restart", result)
     table = Table("Fast-path warm-up after a restart (Text2Image, a new process, inductor cache on disk)",
                   ["what", "seconds"],

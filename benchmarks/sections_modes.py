@@ -17,10 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +25,7 @@ from . import fastpath
 from .context import Run
 from .inputs import NEGATIVE, PROMPT, SEED
 from .measure import Table, free_cached, median_seconds
-from .sections_fast import RESTART_HEAD
-from .sections_load import REPO_ROOT
+from .sections_fast import RESTART_HEAD, restart_code, run_restart
 
 RESTART = (
     RESTART_HEAD
@@ -58,25 +54,13 @@ print(json.dumps({{"start_s": t1 - t0, "to_compiled_s": done - first, "calls": c
 
 
 def _restart_process(run: Run, cache: str, compiled: str | None, save: bool) -> dict[str, Any]:
-    s = run.settings
-    model_dir = None if s.tiny else str(s.model_dir)
-    code = RESTART.format(device=s.device, weights=s.weights, model_dir=model_dir, prompt=PROMPT, negative=NEGATIVE,
-                          size=s.size, steps=s.steps[0], seed=SEED, save=save, max_calls=3 if s.tiny else 12)  # fmt: skip
+    code = restart_code(RESTART, run, save=save, max_calls=3 if run.settings.tiny else 12)
     env = {k: v for k, v in os.environ.items() if k not in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")}
     env.update(VISUAL_ORCHESTRATOR_CACHE=cache, TRITON_CACHE_DIR=os.path.join(cache, "triton"))
     env.pop("VISUAL_ORCHESTRATOR_COMPILED", None)
     if compiled:
         env["VISUAL_ORCHESTRATOR_COMPILED"] = compiled
-    started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, env=env,
-                         timeout=max(60.0, run.settings.left()))  # fmt: skip
-    if out.returncode != 0:
-        tail = out.stderr.strip().splitlines()
-        raise RuntimeError(tail[-1] if tail else "restart run failed")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    result["process_s"] = time.perf_counter() - started
-    result["log"] = [line for line in out.stderr.splitlines() if "compil" in line.lower()][:12]
-    return result
+    return run_restart(run, code, env, keep=12)
 
 
 def _without_regions(path: str, folder: str) -> str:

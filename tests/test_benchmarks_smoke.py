@@ -61,14 +61,17 @@ def test_the_report_has_the_summary_and_how_it_was_made(report):
 
 
 def test_the_fast_modes_sections_run_tiny(tmp_path):
-    """Issue 25's sections (compiled-code file, draft, fp8) on CPU: the draft keeps default pictures; fp8 and the
+    """Issue 25's sections (compiled-code file, restart, draft, fp8) on CPU: the draft keeps default pictures; fp8 and the
     compiled forward need a GPU, so fp8 says why it was skipped and the restart processes stay eager."""
     results = run_all.main(["--tiny", "--device", "cpu", "--cards", "Text2Image,Text2ImageDraft", "--repeats", "1",
-                            "--sections", "weights,compiled_file,draft,fp8", "--json", str(tmp_path / "r.json")])  # fmt: skip
+                            "--sections", "weights,compiled_file,restart,draft,fp8", "--json", str(tmp_path / "r.json")])  # fmt: skip
     assert results["errors"] == {}
     values = results["values"]
     assert values["draft"]["default_unchanged"] is True and values["draft"]["draft"]["median"] > 0
     assert values["fp8"]["skipped"].startswith("--fp8 needs an NVIDIA GPU")
     assert values["compiled_file"]["cold"]["calls"] == 3 and not values["compiled_file"]["cold"]["compiled"]
+    assert values["restart"]["first_compiled_call_s"] > 0, (
+        "the restart section runs without the latency section"
+    )
     titles = " / ".join(t["title"] for t in results["tables"])
     assert "Restart to compiled" in titles and "Draft mode" in titles and "--fp8" in titles
