@@ -26,6 +26,8 @@ logging.getLogger("foundation_models").setLevel(logging.INFO)
 from orchestrator import Orchestrator
 from benchmarks import fastpath
 orch = Orchestrator("Text2Image_{device}", weights="{weights}", model_dir={model_dir!r})
+t_made = time.perf_counter()
+{before}
 with orch.manager.use("Text2Image") as model:
     t1 = time.perf_counter()
 """
@@ -47,6 +49,7 @@ def restart_code(template: str, run: Run, **extra: Any) -> str:
     """A restart script (``RESTART_HEAD`` and what follows it) for this run's settings."""
     s = run.settings
     model_dir = None if s.tiny else str(s.model_dir)
+    extra.setdefault("before", "")  # a statement run before the model loads
     return template.format(device=s.device, weights=s.weights, model_dir=model_dir, prompt=PROMPT,
                            negative=NEGATIVE, size=s.size, steps=s.steps[0], seed=SEED, **extra)  # fmt: skip
 

@@ -70,6 +70,7 @@ def test_the_fast_modes_sections_run_tiny(tmp_path):
     assert values["draft"]["default_unchanged"] is True and values["draft"]["draft"]["median"] > 0
     assert values["fp8"]["skipped"].startswith("--fp8 needs an NVIDIA GPU")
     assert values["compiled_file"]["cold"]["calls"] == 3 and not values["compiled_file"]["cold"]["compiled"]
+    assert 0 < values["compiled_file"]["cold"]["load_s"] < values["compiled_file"]["cold"]["start_s"]
     assert values["restart"]["first_compiled_call_s"] > 0, (
         "the restart section runs without the latency section"
     )
