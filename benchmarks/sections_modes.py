@@ -115,8 +115,8 @@ def compiled_file(run: Run) -> None:
     for label, row in rows:
         if row is not None:
             compiled = "yes" if row["compiled"] else "no"
-            seconds_ = (row["start_s"], row.get("load_s", float("nan")), row["to_compiled_s"])
-            table.add(label, *seconds_, row["calls"], compiled, row.get("traced", "?"))
+            seconds_ = (row["start_s"], row["load_s"], row["to_compiled_s"])
+            table.add(label, *seconds_, row["calls"], compiled, row["traced"])
     run.table(table)
 
 
